@@ -1,0 +1,136 @@
+"""The aiohttp application: routing for /v2/, auth, and the mapping of errors to responses.
+
+Repository names contain slashes, so every /v2/<name>/... request goes to one dispatcher that
+splits the path (``v2.paths``), checks the name and the caller's rights, and calls the handler
+for (endpoint, method). Errors are rendered in one place (``api.errors``); there are no
+middlewares on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from moorage.api.auth import Action, Authenticator
+from moorage.api.errors import exception_response
+from moorage.api.v2 import blobs, listing, manifests, uploads
+from moorage.api.v2.common import API_HEADERS
+from moorage.api.v2.paths import Kind, parse_path
+from moorage.config import Settings
+from moorage.errors import ErrorCode, RegistryError
+from moorage.names import validate_name
+from moorage.registry.service import Registry
+from moorage.registry.uploads import UploadOutOfOrder
+
+log = logging.getLogger("moorage.api")
+
+REGISTRY = web.AppKey("registry", Registry)
+
+Handler = Callable[[web.Request, Registry, str, str], Awaitable[web.StreamResponse]]
+
+_PURGE_INTERVAL = 600.0
+
+
+class V2Api:
+    """Entry points for /v2/, /v2/_catalog and /v2/<name>/..."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.auth = Authenticator(settings.auth_htpasswd, settings.auth_anonymous_pull)
+        self._routes: dict[tuple[Kind, str], tuple[Handler, Action]] = {
+            ("manifest", "GET"): (manifests.get_manifest, "pull"),
+            ("manifest", "HEAD"): (manifests.get_manifest, "pull"),
+            ("manifest", "PUT"): (manifests.put_manifest, "push"),
+            ("manifest", "DELETE"): (manifests.delete_manifest, "delete"),
+            ("blob", "GET"): (blobs.get_blob, "pull"),
+            ("blob", "HEAD"): (blobs.get_blob, "pull"),
+            ("blob", "DELETE"): (blobs.delete_blob, "delete"),
+            ("uploads", "POST"): (self._start_upload, "push"),
+            ("upload", "GET"): (uploads.upload_status, "push"),
+            ("upload", "PATCH"): (uploads.patch_upload, "push"),
+            ("upload", "PUT"): (uploads.put_upload, "push"),
+            ("upload", "DELETE"): (uploads.cancel_upload, "push"),
+            ("tags", "GET"): (listing.list_tags, "pull"),
+            ("referrers", "GET"): (listing.referrers, "pull"),
+        }
+
+    async def _start_upload(
+        self, request: web.Request, registry: Registry, name: str, _ref: str
+    ) -> web.StreamResponse:
+        return await uploads.start_upload(request, registry, name, self.settings.mount_automatic)
+
+    async def base(self, request: web.Request) -> web.StreamResponse:
+        try:
+            await self.auth.authenticate(request.headers.get("Authorization"), "pull")
+        except RegistryError as exc:
+            return exception_response(exc)
+        return web.json_response({}, headers=API_HEADERS)
+
+    async def catalog(self, request: web.Request) -> web.StreamResponse:
+        try:
+            await self.auth.authenticate(request.headers.get("Authorization"), "pull")
+            return await listing.catalog(request, self.registry)
+        except Exception as exc:
+            return exception_response(exc)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        route = parse_path(request.match_info["tail"])
+        try:
+            if route is None:
+                raise RegistryError(ErrorCode.UNSUPPORTED, "no such endpoint", status=404)
+            entry = self._routes.get((route.kind, request.method))
+            if entry is None:
+                raise RegistryError(
+                    ErrorCode.UNSUPPORTED, f"{request.method} is not supported here"
+                )
+            handler, action = entry
+            if action == "delete" and not self.settings.delete_enabled:
+                raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled on this registry")
+            if self.auth.enabled:
+                await self.auth.authenticate(request.headers.get("Authorization"), action)
+            validate_name(route.name)
+            return await handler(request, self.registry, route.name, route.reference)
+        except UploadOutOfOrder as exc:
+            exc.headers.update(
+                uploads.out_of_order_headers(exc.repository, exc.upload_id, exc.offset)
+            )
+            return exception_response(exc)
+        except Exception as exc:
+            return exception_response(exc)
+
+
+async def _purge_uploads(registry: Registry) -> None:
+    while True:
+        try:
+            removed = await registry.uploads.purge_expired()
+            if removed:
+                log.info("removed %d expired upload session(s)", removed)
+        except Exception:
+            log.exception("purging expired uploads failed")
+        await asyncio.sleep(_PURGE_INTERVAL)
+
+
+def create_app(registry: Registry, settings: Settings) -> web.Application:
+    # Manifests are read with an explicit limit; blobs stream without one.
+    app = web.Application(client_max_size=1024**4)
+    app[REGISTRY] = registry
+    api = V2Api(registry, settings)
+    app.router.add_get("/v2/", api.base)
+    app.router.add_get("/v2/_catalog", api.catalog)
+    app.router.add_route("*", "/v2/{tail:.+}", api.dispatch)
+
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_purge_uploads(registry))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await registry.close()
+
+    app.cleanup_ctx.append(background)
+    return app

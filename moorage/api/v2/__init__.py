@@ -1,0 +1,1 @@
+"""Handlers for the OCI Distribution API under /v2/."""

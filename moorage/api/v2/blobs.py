@@ -1,0 +1,76 @@
+"""GET/HEAD/DELETE /v2/<name>/blobs/<digest>."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from moorage.api.v2.common import API_HEADERS
+from moorage.digest import Digest
+from moorage.errors import ErrorCode, RegistryError
+from moorage.registry.service import Registry
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _blob_headers(digest: Digest) -> dict[str, str]:
+    return {
+        **API_HEADERS,
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "max-age=31536000",
+    }
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=`` range as (start, end inclusive); None to send the whole blob."""
+    match = _RANGE_RE.match(header.strip())
+    if match is None or (not match.group(1) and not match.group(2)):
+        return None
+    if match.group(1):
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) else size - 1
+    else:
+        start, end = max(0, size - int(match.group(2))), size - 1
+    if start >= size or end < start:
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID,
+            f"range {header[:60]!r} is outside the blob's {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, min(end, size - 1)
+
+
+async def get_blob(
+    request: web.Request, registry: Registry, name: str, ref: str
+) -> web.StreamResponse:
+    digest = Digest.parse(ref)
+    size = await registry.blobs.size(name, digest)
+    headers = _blob_headers(digest)
+    key = registry.blobs.key(digest)
+    path = registry.storage.local_path(key)
+    if path is not None:
+        # aiohttp sends the file with sendfile(2), Range and HEAD included.
+        return web.FileResponse(path, headers=headers)
+    byte_range = parse_range(request.headers.get("Range", ""), size) if size else None
+    start, end = byte_range if byte_range else (0, size - 1)
+    status = 206 if byte_range else 200
+    if byte_range:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start + 1
+    await response.prepare(request)
+    if request.method != "HEAD":
+        async for chunk in registry.storage.read(key, start, end - start + 1):
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(
+    request: web.Request, registry: Registry, name: str, ref: str
+) -> web.StreamResponse:
+    await registry.blobs.delete(name, Digest.parse(ref))
+    return web.Response(status=202, headers={**API_HEADERS, "Content-Length": "0"})

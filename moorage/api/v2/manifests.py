@@ -1,0 +1,65 @@
+"""GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference>."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from moorage.api.v2.common import API_HEADERS
+from moorage.errors import ErrorCode, RegistryError
+from moorage.registry.manifests import accepts
+from moorage.registry.service import Registry
+
+
+async def get_manifest(
+    request: web.Request, registry: Registry, name: str, reference: str
+) -> web.StreamResponse:
+    record = await registry.manifests.get(name, reference)
+    if not accepts(request.headers.get("Accept"), record.media_type):
+        raise RegistryError(
+            ErrorCode.MANIFEST_UNKNOWN,
+            f"manifest {reference} is {record.media_type}, which the Accept header excludes",
+        )
+    headers = {
+        **API_HEADERS,
+        "Content-Type": record.media_type,
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(record.size)
+        return web.Response(headers=headers)
+    return web.Response(body=record.payload, headers=headers)
+
+
+async def put_manifest(
+    request: web.Request, registry: Registry, name: str, reference: str
+) -> web.StreamResponse:
+    limit = registry.manifests.max_size
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"manifest is {declared} bytes; the limit is {limit}",
+            status=413,
+        )
+    payload = await request.content.read(limit + 1)
+    pushed = await registry.manifests.put(
+        name, reference, payload, request.headers.get("Content-Type")
+    )
+    digest = pushed.manifest.digest
+    headers = {
+        **API_HEADERS,
+        "Location": f"/v2/{name}/manifests/{digest}",
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    }
+    if pushed.manifest.subject is not None:
+        headers["OCI-Subject"] = pushed.manifest.subject
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(
+    request: web.Request, registry: Registry, name: str, reference: str
+) -> web.StreamResponse:
+    await registry.manifests.delete(name, reference)
+    return web.Response(status=202, headers={**API_HEADERS, "Content-Length": "0"})

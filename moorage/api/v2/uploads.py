@@ -1,0 +1,122 @@
+"""/v2/<name>/blobs/uploads/: start (POST, with mount or digest), PATCH, PUT, GET, DELETE."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from moorage.api.v2.common import API_HEADERS, content_length
+from moorage.digest import Digest
+from moorage.errors import ErrorCode, RegistryError
+from moorage.meta.base import Upload
+from moorage.names import validate_name
+from moorage.registry.service import Registry
+from moorage.registry.uploads import ContentRange
+
+
+def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+    return {
+        **API_HEADERS,
+        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Range": f"0-{max(offset - 1, 0)}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+    }
+
+
+def _session_response(status: int, name: str, upload: Upload) -> web.Response:
+    return web.Response(status=status, headers=_session_headers(name, upload.id, upload.offset))
+
+
+def _created(name: str, digest: Digest) -> web.Response:
+    return web.Response(
+        status=201,
+        headers={
+            **API_HEADERS,
+            "Location": f"/v2/{name}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+def _digest_param(request: web.Request) -> Digest:
+    value = request.query.get("digest")
+    if not value:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest query parameter is required")
+    return Digest.parse(value)
+
+
+def _content_range(request: web.Request) -> ContentRange | None:
+    value = request.headers.get("Content-Range")
+    return None if value is None else ContentRange.parse(value)
+
+
+async def start_upload(
+    request: web.Request, registry: Registry, name: str, automatic_mount: bool
+) -> web.StreamResponse:
+    mount = request.query.get("mount")
+    if mount:
+        digest = Digest.parse(mount)
+        source = request.query.get("from")
+        if source is not None:
+            validate_name(source)
+        mountable = source is not None or automatic_mount
+        if mountable and await registry.blobs.mount(name, digest, source) is not None:
+            return _created(name, digest)
+    if "digest" in request.query:
+        digest = _digest_param(request)
+        await registry.uploads.monolithic(
+            name, digest, request.content.iter_any(), content_length(request)
+        )
+        return _created(name, digest)
+    upload = await registry.uploads.start(name)
+    return _session_response(202, name, upload)
+
+
+async def upload_status(
+    request: web.Request, registry: Registry, name: str, upload_id: str
+) -> web.StreamResponse:
+    upload = await registry.uploads.status(name, upload_id)
+    return _session_response(204, name, upload)
+
+
+async def patch_upload(
+    request: web.Request, registry: Registry, name: str, upload_id: str
+) -> web.StreamResponse:
+    upload = await registry.uploads.append(
+        name,
+        upload_id,
+        request.content.iter_any(),
+        _content_range(request),
+        content_length(request),
+    )
+    return _session_response(202, name, upload)
+
+
+async def put_upload(
+    request: web.Request, registry: Registry, name: str, upload_id: str
+) -> web.StreamResponse:
+    digest = _digest_param(request)
+    await registry.uploads.finish(
+        name,
+        upload_id,
+        digest,
+        request.content.iter_any(),
+        _content_range(request),
+        content_length(request),
+    )
+    return _created(name, digest)
+
+
+async def cancel_upload(
+    request: web.Request, registry: Registry, name: str, upload_id: str
+) -> web.StreamResponse:
+    await registry.uploads.cancel(name, upload_id)
+    return web.Response(status=204, headers=API_HEADERS)
+
+
+def out_of_order_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+    """Headers for a 416 on a chunk: where the upload really is, so the client can resume."""
+    headers = _session_headers(name, upload_id, offset)
+    del headers["Content-Length"]  # the error body follows
+    return headers

@@ -1,0 +1,146 @@
+"""Settings: defaults, overridden by a TOML config file, then MOORAGE_* variables, then flags.
+
+One naming rule links the three sources: the TOML key ``ttl`` in section ``[uploads]`` is the
+setting ``uploads_ttl``, the variable ``MOORAGE_UPLOADS_TTL`` and the flag ``--uploads-ttl``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    #: Address the registry listens on.
+    listen: str = "127.0.0.1:5000"
+    #: Directory for blobs and the SQLite database (embedded default).
+    data: Path = field(default_factory=lambda: Path("./data"))
+    #: Worker processes sharing the listening port and the data directory.
+    workers: int = 2
+    #: Storage driver: "filesystem" (under ``data``) or "memory" (one process only).
+    storage_driver: str = "filesystem"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: htpasswd file with bcrypt entries; enables HTTP basic auth when set.
+    auth_htpasswd: Path | None = None
+    #: With auth enabled, let anonymous clients pull.
+    auth_anonymous_pull: bool = False
+    #: Allow DELETE of manifests, tags and blobs.
+    delete_enabled: bool = True
+    #: Mount a blob the registry already holds when a client asks without ``from``.
+    mount_automatic: bool = True
+    #: Seconds an idle upload session lives.
+    uploads_ttl: float = 24 * 3600.0
+    #: Seconds a request may hold an upload while it writes one chunk.
+    uploads_lease: float = 3600.0
+    #: Largest manifest accepted, in bytes.
+    manifests_max_size: int = 4 * 1024 * 1024
+    #: Log every request (off by default: it costs throughput).
+    log_access: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        try:
+            return int(self.listen.rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            raise ConfigError(f"listen must be HOST:PORT, not {self.listen!r}") from None
+
+    @property
+    def database(self) -> Path:
+        return self.data / "moorage.db"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a value from TOML, the environment or a flag to the setting's type."""
+    kind = _FIELDS[name].type
+    if value is None:
+        return None
+    try:
+        if kind in ("bool",):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind in ("Path", "Path | None"):
+            return Path(str(value)) if str(value) else None
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"invalid value {value!r} for setting {name} ({kind})") from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}".replace("-", "_")
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as handle:
+                table = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+        for name, value in _flatten(table).items():
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown setting {name!r} in {config_file}")
+            values[name] = _coerce(name, value)
+    for key, value in (os.environ if env is None else env).items():
+        if key.startswith("MOORAGE_"):
+            name = key[len("MOORAGE_") :].lower()
+            if name in _FIELDS:
+                values[name] = _coerce(name, value)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value)
+    settings = Settings(**values)
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("tls_cert and tls_key must be given together")
+    if settings.workers < 1:
+        raise ConfigError("workers must be at least 1")
+    if settings.storage_driver not in ("filesystem", "memory"):
+        raise ConfigError(f"unknown storage driver {settings.storage_driver!r}")
+    if settings.storage_driver == "memory" and settings.workers != 1:
+        raise ConfigError("the memory storage driver cannot be shared: use workers = 1")
+    settings.port  # noqa: B018 - validates listen
+    return settings

@@ -1,0 +1,1 @@
+"""Metadata backends: the single source of truth for repositories, tags, manifests and uploads."""

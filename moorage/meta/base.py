@@ -1,0 +1,162 @@
+"""The metadata protocol and the records it stores.
+
+A backend keeps every fact about the registry except blob bytes: which blobs each repository
+holds, manifests (their bytes included) and what they reference, tags, and upload sessions.
+Every method that changes more than one row is one transaction; ``tests/meta`` runs the same
+suite against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+ReferenceKind = Literal["blob", "manifest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Something a manifest needs in its repository: a blob (config, layer) or a child manifest."""
+
+    kind: ReferenceKind
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    payload: bytes
+    artifact_type: str | None = None
+    subject: str | None = None
+    #: JSON text of the manifest's annotations (kept for the referrers API), or None.
+    annotations: str | None = None
+    references: tuple[Reference, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRecord:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: str | None
+
+
+@dataclass(slots=True)
+class Upload:
+    id: str
+    repository: str
+    offset: int
+    hash_state: bytes | None
+    created_at: float
+    updated_at: float
+    lease_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What a manifest push changed: the digest the tag pointed at before (None if new)."""
+
+    previous_digest: str | None = None
+
+
+class MetadataError(Exception):
+    pass
+
+
+class MissingReferences(MetadataError):
+    def __init__(self, missing: Sequence[Reference]) -> None:
+        self.missing = tuple(missing)
+        super().__init__(", ".join(f"{r.kind} {r.digest}" for r in self.missing))
+
+
+class UploadNotFound(MetadataError):
+    pass
+
+
+class UploadBusy(MetadataError):
+    """Another request holds the upload's lease."""
+
+
+class UploadOffsetMismatch(MetadataError):
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        super().__init__(f"upload is at offset {offset}")
+
+
+class MetadataStore(Protocol):
+    async def close(self) -> None: ...
+
+    # -- blobs --------------------------------------------------------------------------------
+    async def add_blob(self, repository: str, digest: str, size: int) -> None:
+        """Record a stored blob and link it into ``repository``."""
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of a blob linked into ``repository``, or None."""
+
+    async def find_blob(self, digest: str) -> int | None:
+        """Size of a blob stored for any repository, or None."""
+
+    async def mount_blob(self, repository: str, digest: str, source: str | None) -> int | None:
+        """Link a blob held by ``source`` (or by any repository if None); its size or None."""
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool: ...
+
+    # -- manifests and tags -------------------------------------------------------------------
+    async def put_manifest(
+        self, repository: str, manifest: ManifestRecord, tag: str | None
+    ) -> PutResult:
+        """Store a manifest (and point ``tag`` at it) in one transaction.
+
+        Raises MissingReferences, changing nothing, if a referenced blob or child manifest is
+        not in the repository.
+        """
+
+    async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...
+
+    async def resolve_tag(self, repository: str, tag: str) -> ManifestRecord | None: ...
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest and the tags that point at it."""
+
+    async def delete_tag(self, repository: str, tag: str) -> bool: ...
+
+    async def repository_exists(self, repository: str) -> bool: ...
+
+    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
+        """Tags in lexical order after ``last``."""
+
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
+
+    async def referrers(
+        self, repository: str, subject: str, artifact_type: str | None
+    ) -> list[ReferrerRecord]: ...
+
+    # -- uploads ------------------------------------------------------------------------------
+    async def create_upload(self, upload: Upload) -> None: ...
+
+    async def get_upload(self, upload_id: str, repository: str) -> Upload | None: ...
+
+    async def acquire_upload(
+        self, upload_id: str, repository: str, offset: int | None, now: float, lease: float
+    ) -> Upload:
+        """Take the upload's lease until ``now + lease``.
+
+        Raises UploadNotFound, UploadBusy, or UploadOffsetMismatch if ``offset`` is given and
+        differs from the upload's offset.
+        """
+
+    async def release_upload(
+        self, upload_id: str, offset: int, hash_state: bytes | None, now: float
+    ) -> None:
+        """Record progress and drop the lease."""
+
+    async def delete_upload(self, upload_id: str) -> None: ...
+
+    async def expired_uploads(self, updated_before: float) -> list[Upload]: ...

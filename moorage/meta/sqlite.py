@@ -1,0 +1,395 @@
+"""SQLite metadata backend: the embedded default.
+
+Several worker processes share one database file in WAL mode. Reads run inline on the event
+loop (indexed lookups take microseconds and WAL readers never wait for writers); every write is
+one ``BEGIN IMMEDIATE`` transaction on a dedicated thread, so waiting for another process's
+write lock or for an fsync never stalls the loop. ``synchronous=FULL``: a push that was
+acknowledged survives power loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from moorage.meta.base import (
+    ManifestRecord,
+    MissingReferences,
+    PutResult,
+    Reference,
+    ReferrerRecord,
+    Upload,
+    UploadBusy,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
+from moorage.meta.sqlite_schema import migrate
+
+T = TypeVar("T")
+
+_MANIFEST_COLUMNS = "m.digest, m.media_type, m.payload, m.artifact_type, m.subject, m.annotations"
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _manifest(row: tuple[str, str, bytes, str | None, str | None, str | None]) -> ManifestRecord:
+    return ManifestRecord(
+        digest=row[0],
+        media_type=row[1],
+        payload=bytes(row[2]),
+        artifact_type=row[3],
+        subject=row[4],
+        annotations=row[5],
+    )
+
+
+def _upload(row: tuple[str, str, int, bytes | None, float, float, float]) -> Upload:
+    return Upload(*row)
+
+
+_UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
+
+
+class SQLiteMetadata:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(self.path)
+        migrate(self._writer)
+        self._reader = connect(self.path)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._repo_ids: dict[str, int] = {}
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._writer.close()
+        self._reader.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, fn)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _repo_id(self, repository: str) -> int | None:
+        """Id of an existing repository (read side). Ids never change, so hits are cached."""
+        repo_id = self._repo_ids.get(repository)
+        if repo_id is None:
+            row = self._reader.execute(
+                "SELECT id FROM repositories WHERE name = ?", (repository,)
+            ).fetchone()
+            if row is None:
+                return None
+            repo_id = self._repo_ids[repository] = row[0]
+        return repo_id
+
+    @staticmethod
+    def _ensure_repo(conn: sqlite3.Connection, repository: str) -> int:
+        row = conn.execute("SELECT id FROM repositories WHERE name = ?", (repository,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        cur = conn.execute(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?)", (repository, time.time())
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    # -- blobs --------------------------------------------------------------------------------
+    async def add_blob(self, repository: str, digest: str, size: int) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            repo_id = self._ensure_repo(conn, repository)
+            now = time.time()
+            conn.execute(
+                "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (digest) DO NOTHING",
+                (digest, size, now),
+            )
+            conn.execute(
+                "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (repo_id, digest, now),
+            )
+
+        await self._write(tx)
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        repo_id = self._repo_id(repository)
+        if repo_id is None:
+            return None
+        row = self._reader.execute(
+            "SELECT b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+            "WHERE r.repo_id = ? AND r.digest = ?",
+            (repo_id, digest),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    async def find_blob(self, digest: str) -> int | None:
+        row = self._reader.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        return None if row is None else int(row[0])
+
+    async def mount_blob(self, repository: str, digest: str, source: str | None) -> int | None:
+        def tx(conn: sqlite3.Connection) -> int | None:
+            if source is None:
+                row = conn.execute("SELECT size FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT b.size FROM repository_blobs r "
+                    "JOIN repositories p ON p.id = r.repo_id "
+                    "JOIN blobs b ON b.digest = r.digest WHERE p.name = ? AND r.digest = ?",
+                    (source, digest),
+                ).fetchone()
+            if row is None:
+                return None
+            repo_id = self._ensure_repo(conn, repository)
+            conn.execute(
+                "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (repo_id, digest, time.time()),
+            )
+            return int(row[0])
+
+        return await self._write(tx)
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM repository_blobs WHERE digest = ? AND repo_id = "
+                "(SELECT id FROM repositories WHERE name = ?)",
+                (digest, repository),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(tx)
+
+    # -- manifests and tags -------------------------------------------------------------------
+    async def put_manifest(
+        self, repository: str, manifest: ManifestRecord, tag: str | None
+    ) -> PutResult:
+        def tx(conn: sqlite3.Connection) -> PutResult:
+            repo_id = self._ensure_repo(conn, repository)
+            missing = [r for r in manifest.references if not self._has(conn, repo_id, r)]
+            if missing:
+                raise MissingReferences(missing)
+            now = time.time()
+            conn.execute(
+                "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, "
+                "annotations, size, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    repo_id,
+                    manifest.digest,
+                    manifest.media_type,
+                    manifest.artifact_type,
+                    manifest.subject,
+                    manifest.annotations,
+                    manifest.size,
+                    manifest.payload,
+                    now,
+                ),
+            )
+            conn.executemany(
+                "INSERT INTO manifest_references (repo_id, digest, kind, target) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(repo_id, manifest.digest, r.kind, r.digest) for r in manifest.references],
+            )
+            if tag is None:
+                return PutResult()
+            row = conn.execute(
+                "SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag)
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
+                "updated_at = excluded.updated_at",
+                (repo_id, tag, manifest.digest, now),
+            )
+            return PutResult(previous_digest=None if row is None else row[0])
+
+        return await self._write(tx)
+
+    @staticmethod
+    def _has(conn: sqlite3.Connection, repo_id: int, ref: Reference) -> bool:
+        table = "repository_blobs" if ref.kind == "blob" else "manifests"
+        row = conn.execute(
+            f"SELECT 1 FROM {table} WHERE repo_id = ? AND digest = ?", (repo_id, ref.digest)
+        ).fetchone()
+        return row is not None
+
+    async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
+        repo_id = self._repo_id(repository)
+        if repo_id is None:
+            return None
+        row = self._reader.execute(
+            f"SELECT {_MANIFEST_COLUMNS} FROM manifests m WHERE m.repo_id = ? AND m.digest = ?",
+            (repo_id, digest),
+        ).fetchone()
+        return None if row is None else _manifest(row)
+
+    async def resolve_tag(self, repository: str, tag: str) -> ManifestRecord | None:
+        repo_id = self._repo_id(repository)
+        if repo_id is None:
+            return None
+        row = self._reader.execute(
+            f"SELECT {_MANIFEST_COLUMNS} FROM tags t JOIN manifests m "
+            "ON m.repo_id = t.repo_id AND m.digest = t.digest WHERE t.repo_id = ? AND t.name = ?",
+            (repo_id, tag),
+        ).fetchone()
+        return None if row is None else _manifest(row)
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT id FROM repositories WHERE name = ?", (repository,)
+            ).fetchone()
+            if row is None:
+                return False
+            args = (row[0], digest)
+            conn.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", args)
+            conn.execute("DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", args)
+            cur = conn.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", args)
+            return cur.rowcount > 0
+
+        return await self._write(tx)
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM tags WHERE name = ? AND repo_id = "
+                "(SELECT id FROM repositories WHERE name = ?)",
+                (tag, repository),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(tx)
+
+    async def repository_exists(self, repository: str) -> bool:
+        return self._repo_id(repository) is not None
+
+    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
+        repo_id = self._repo_id(repository)
+        if repo_id is None:
+            return []
+        rows = self._reader.execute(
+            "SELECT name FROM tags WHERE repo_id = ? AND name > ? ORDER BY name LIMIT ?",
+            (repo_id, last or "", -1 if limit is None else limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]:
+        rows = self._reader.execute(
+            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+            (last or "", -1 if limit is None else limit),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def referrers(
+        self, repository: str, subject: str, artifact_type: str | None
+    ) -> list[ReferrerRecord]:
+        repo_id = self._repo_id(repository)
+        if repo_id is None:
+            return []
+        sql = (
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests "
+            "WHERE repo_id = ? AND subject = ?"
+        )
+        args: tuple[object, ...] = (repo_id, subject)
+        if artifact_type is not None:
+            sql += " AND artifact_type = ?"
+            args += (artifact_type,)
+        rows = self._reader.execute(sql + " ORDER BY digest", args).fetchall()
+        return [ReferrerRecord(*row) for row in rows]
+
+    # -- uploads ------------------------------------------------------------------------------
+    async def create_upload(self, upload: Upload) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.id,
+                    upload.repository,
+                    upload.offset,
+                    upload.hash_state,
+                    upload.created_at,
+                    upload.updated_at,
+                    upload.lease_until,
+                ),
+            )
+
+        await self._write(tx)
+
+    async def get_upload(self, upload_id: str, repository: str) -> Upload | None:
+        row = self._reader.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ? AND repository = ?",
+            (upload_id, repository),
+        ).fetchone()
+        return None if row is None else _upload(row)
+
+    async def acquire_upload(
+        self, upload_id: str, repository: str, offset: int | None, now: float, lease: float
+    ) -> Upload:
+        def tx(conn: sqlite3.Connection) -> Upload:
+            row = conn.execute(
+                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = ? AND repository = ?",
+                (upload_id, repository),
+            ).fetchone()
+            if row is None:
+                raise UploadNotFound(upload_id)
+            upload = _upload(row)
+            if upload.lease_until > now:
+                raise UploadBusy(upload_id)
+            if offset is not None and offset != upload.offset:
+                raise UploadOffsetMismatch(upload.offset)
+            upload.lease_until = now + lease
+            conn.execute(
+                "UPDATE uploads SET lease_until = ? WHERE id = ?", (upload.lease_until, upload_id)
+            )
+            return upload
+
+        return await self._write(tx)
+
+    async def release_upload(
+        self, upload_id: str, offset: int, hash_state: bytes | None, now: float
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
+                "WHERE id = ?",
+                (offset, hash_state, now, upload_id),
+            )
+
+        await self._write(tx)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+        await self._write(tx)
+
+    async def expired_uploads(self, updated_before: float) -> list[Upload]:
+        rows = self._reader.execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE updated_at < ? AND lease_until < ?",
+            (updated_before, time.time()),
+        ).fetchall()
+        return [_upload(row) for row in rows]

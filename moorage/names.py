@@ -1,0 +1,44 @@
+"""Repository names and tags, validated by the grammar of the OCI distribution spec."""
+
+from __future__ import annotations
+
+import re
+
+from moorage.errors import ErrorCode, RegistryError
+
+_NAME_RE = re.compile(
+    r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$"
+)
+_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+
+#: Distribution's limit on the length of a repository name.
+MAX_NAME_LENGTH = 255
+
+
+def validate_name(name: str) -> str:
+    if len(name) > MAX_NAME_LENGTH:
+        raise RegistryError(
+            ErrorCode.NAME_INVALID,
+            f"repository name is longer than {MAX_NAME_LENGTH} characters",
+        )
+    if _NAME_RE.match(name) is None:
+        raise RegistryError(
+            ErrorCode.NAME_INVALID,
+            f"invalid repository name {name[:100]!r}: use lowercase path components of "
+            "[a-z0-9] separated by '.', '_', '__' or '-', joined by '/'",
+        )
+    return name
+
+
+def is_valid_tag(tag: str) -> bool:
+    return _TAG_RE.match(tag) is not None
+
+
+def validate_tag(tag: str) -> str:
+    if not is_valid_tag(tag):
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"invalid tag {tag[:140]!r}: up to 128 characters of [a-zA-Z0-9_.-], "
+            "not starting with '.' or '-'",
+        )
+    return tag

@@ -1,0 +1,1 @@
+"""The registry's domain logic: blobs, uploads, manifests and tags, over storage and metadata."""

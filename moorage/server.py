@@ -1,0 +1,163 @@
+"""Running the registry: building it from settings, and the pre-fork worker supervisor.
+
+The parent process prepares the data directory and the database schema, binds the listening
+socket once, and forks ``workers`` processes that all accept on it; the kernel hands each
+connection to whichever worker is ready. Workers share nothing in memory: everything they must
+agree on lives in the metadata store and storage. A worker that dies is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import ssl
+import tempfile
+import time
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from moorage.api.app import create_app
+from moorage.config import Settings
+from moorage.meta.sqlite import SQLiteMetadata
+from moorage.registry.service import Registry
+from moorage.storage.base import StorageDriver
+from moorage.storage.filesystem import FilesystemDriver
+from moorage.storage.memory import MemoryDriver
+
+log = logging.getLogger("moorage.server")
+
+
+def build_registry(settings: Settings) -> Registry:
+    storage: StorageDriver
+    if settings.storage_driver == "memory":
+        storage = MemoryDriver()
+        database = Path(tempfile.mkdtemp(prefix="moorage-memory-")) / "moorage.db"
+    else:
+        storage = FilesystemDriver(settings.data / "storage")
+        database = settings.database
+    return Registry(
+        storage,
+        SQLiteMetadata(database),
+        max_manifest_size=settings.manifests_max_size,
+        upload_ttl=settings.uploads_ttl,
+        upload_lease=settings.uploads_lease,
+    )
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve_worker(settings: Settings, sock: socket.socket) -> None:
+    registry = build_registry(settings)
+    app = create_app(registry, settings)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("moorage.access") if settings.log_access else None,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock, ssl_context=ssl_context(settings))
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def run_worker(settings: Settings, sock: socket.socket) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_serve_worker(settings, sock))
+
+
+def _prepare(settings: Settings) -> None:
+    """Create the data directory and bring the database schema up to date, once."""
+    if settings.storage_driver == "filesystem":
+        settings.data.mkdir(parents=True, exist_ok=True)
+        meta = SQLiteMetadata(settings.database)
+        asyncio.run(meta.close())
+
+
+def serve(settings: Settings, ready: Any = None) -> int:
+    """Run the registry until SIGTERM/SIGINT. ``ready`` is called once it accepts requests."""
+    _prepare(settings)
+    sock = bind(settings)
+    scheme = "https" if settings.tls_cert else "http"
+    address = sock.getsockname()
+    log.info(
+        "moorage listening on %s://%s:%s with %d worker(s), data in %s",
+        scheme,
+        address[0],
+        address[1],
+        settings.workers,
+        settings.data,
+    )
+    if settings.workers == 1:
+        if ready is not None:
+            ready()
+        run_worker(settings, sock)
+        return 0
+    return _supervise(settings, sock, ready)
+
+
+def _supervise(settings: Settings, sock: socket.socket, ready: Any) -> int:
+    context = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start() -> BaseProcess:
+        process = context.Process(target=run_worker, args=(settings, sock), daemon=False)
+        process.start()
+        return process
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workers = [start() for _ in range(settings.workers)]
+    if ready is not None:
+        ready()
+    while not stopping:
+        time.sleep(0.2)
+        for index, process in enumerate(workers):
+            if not process.is_alive() and not stopping:
+                log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
+                process.join()
+                workers[index] = start()
+    for process in workers:
+        if process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    for process in workers:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    sock.close()
+    return 0

@@ -1,0 +1,1 @@
+"""Bytes-only storage drivers. They know keys and bytes, nothing about OCI."""

@@ -1,0 +1,75 @@
+"""The storage driver protocol.
+
+A driver stores opaque objects under ``/``-separated keys. The registry decides the key layout
+(``moorage.registry.layout``); drivers never interpret keys. The contract every driver keeps,
+and that ``tests/storage`` checks for each of them:
+
+- ``put`` and ``commit`` are atomic: readers see the whole new object or nothing.
+- an object written through ``open_writer`` is private until ``commit`` moves it to its final
+  key; ``commit`` makes it durable first.
+- ``open_writer(key, offset)`` continues an object at ``offset``, discarding anything stored
+  beyond it (left behind by a write that failed half way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class StorageError(Exception):
+    """A driver could not complete an operation (I/O error, backend unavailable)."""
+
+
+class ObjectNotFound(StorageError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object not found: {key}")
+        self.key = key
+
+
+class Writer(Protocol):
+    """Appends to an object opened by :meth:`StorageDriver.open_writer`."""
+
+    @property
+    def size(self) -> int: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None:
+        """Flush buffered bytes so that another process can continue the object."""
+
+    async def abort(self) -> None:
+        """Release resources after a failed write; the stored size is then undefined."""
+
+
+class StorageDriver(Protocol):
+    async def stat(self, key: str) -> int | None:
+        """Size of the object, or None if there is none."""
+
+    async def get(self, key: str) -> bytes:
+        """The whole object (for small objects); raises ObjectNotFound."""
+
+    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream ``length`` bytes (or to the end) from ``offset``; raises ObjectNotFound."""
+
+    def local_path(self, key: str) -> str | None:
+        """A filesystem path the object can be served from zero-copy, if the driver has one."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store a small object atomically and durably."""
+
+    async def open_writer(self, key: str, offset: int = 0) -> Writer:
+        """Open ``key`` for writing at ``offset`` (0 creates or truncates it)."""
+
+    async def commit(self, source: str, target: str) -> None:
+        """Make ``source`` durable and move it to ``target`` atomically.
+
+        If ``target`` already exists, ``source`` is removed instead (content-addressed keys hold
+        the same bytes).
+        """
+
+    async def delete(self, key: str) -> bool:
+        """Remove an object; True if it existed."""
+
+    def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        """Every key that starts with ``prefix``, in no particular order."""

@@ -1,0 +1,208 @@
+"""Filesystem driver: objects are files under a root directory.
+
+Durability: ``put`` and ``commit`` fsync the file, rename it into place and fsync the directory,
+so a crash leaves either the old state or the complete new object, never part of one. Writers
+start background ``fdatasync`` calls while a large object streams in, so the final sync at
+``commit`` has little left to flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from moorage.storage.base import ObjectNotFound, StorageError
+
+_BUFFER = 256 * 1024
+_SYNC_EVERY = 64 * 1024 * 1024
+_READ_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileWriter:
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self._size = offset
+        self._buffer = bytearray()
+        self._unsynced = 0
+        self._sync: asyncio.Future[None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size + len(self._buffer)
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= _BUFFER:
+            self._flush()
+            if self._unsynced >= _SYNC_EVERY and (self._sync is None or self._sync.done()):
+                self._unsynced = 0
+                self._sync = asyncio.get_running_loop().run_in_executor(
+                    None, os.fdatasync, self._fd
+                )
+
+    def _flush(self) -> None:
+        view = memoryview(self._buffer)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise StorageError(f"write failed: {exc}") from exc
+        finally:
+            view.release()
+        self._size += len(self._buffer)
+        self._unsynced += len(self._buffer)
+        self._buffer.clear()
+
+    async def close(self) -> None:
+        try:
+            self._flush()
+            if self._sync is not None:
+                await self._sync
+        finally:
+            os.close(self._fd)
+
+    async def abort(self) -> None:
+        if self._sync is not None:
+            with contextlib.suppress(OSError):
+                await self._sync
+        os.close(self._fd)
+
+
+class FilesystemDriver:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+            raise StorageError(f"invalid storage key {key!r}")
+        return self.root.joinpath(*parts)
+
+    async def stat(self, key: str) -> int | None:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            return None
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(open, self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        try:
+            handle.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
+                chunk = await asyncio.to_thread(handle.read, size)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+        finally:
+            handle.close()
+
+    def local_path(self, key: str) -> str | None:
+        return str(self._path(key))
+
+    async def put(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._put, self._path(key), data)
+
+    def _put(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise
+        _fsync_dir(path.parent)
+
+    async def open_writer(self, key: str, offset: int = 0) -> FileWriter:
+        path = self._path(key)
+        if offset == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        else:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise ObjectNotFound(key) from None
+            if os.fstat(fd).st_size < offset:
+                os.close(fd)
+                raise StorageError(f"{key} is shorter than offset {offset}")
+            os.ftruncate(fd, offset)
+            os.lseek(fd, offset, os.SEEK_SET)
+        return FileWriter(fd, offset)
+
+    async def commit(self, source: str, target: str) -> None:
+        await asyncio.to_thread(self._commit, self._path(source), self._path(target))
+
+    def _commit(self, source: Path, target: Path) -> None:
+        try:
+            fd = os.open(source, os.O_RDONLY)
+        except FileNotFoundError:
+            raise ObjectNotFound(str(source)) from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if target.exists():
+            source.unlink()
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    async def delete(self, key: str) -> bool:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        entries = await asyncio.to_thread(self._walk, start)
+        for key in entries:
+            if key.startswith(prefix):
+                yield key
+
+    def _walk(self, start: Path) -> list[str]:
+        keys: list[str] = []
+        for dirpath, _dirs, files in os.walk(start):
+            rel = Path(dirpath).relative_to(self.root)
+            for name in files:
+                if not (name.startswith(".") and name.endswith(".tmp")):
+                    keys.append(str(rel / name) if str(rel) != "." else name)
+        return keys

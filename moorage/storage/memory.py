@@ -1,0 +1,84 @@
+"""In-memory driver: for tests and throwaway registries. Not shared between processes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from moorage.storage.base import ObjectNotFound
+
+_READ_CHUNK = 1 << 20
+
+
+class MemoryWriter:
+    def __init__(self, store: dict[str, bytearray], key: str) -> None:
+        self._store = store
+        self._key = key
+
+    @property
+    def size(self) -> int:
+        return len(self._store.get(self._key, b""))
+
+    async def write(self, data: bytes) -> None:
+        self._store.setdefault(self._key, bytearray()).extend(data)
+
+    async def close(self) -> None:
+        return None
+
+    async def abort(self) -> None:
+        return None
+
+
+class MemoryDriver:
+    def __init__(self) -> None:
+        self._objects: dict[str, bytearray] = {}
+
+    async def stat(self, key: str) -> int | None:
+        data = self._objects.get(key)
+        return None if data is None else len(data)
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return bytes(self._objects[key])
+        except KeyError:
+            raise ObjectNotFound(key) from None
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncIterator[bytes]:
+        data = self._objects.get(key)
+        if data is None:
+            raise ObjectNotFound(key)
+        end = len(data) if length is None else min(len(data), offset + length)
+        view = memoryview(bytes(data[offset:end]))
+        for start in range(0, len(view), _READ_CHUNK):
+            yield bytes(view[start : start + _READ_CHUNK])
+
+    def local_path(self, key: str) -> str | None:
+        return None
+
+    async def put(self, key: str, data: bytes) -> None:
+        self._objects[key] = bytearray(data)
+
+    async def open_writer(self, key: str, offset: int = 0) -> MemoryWriter:
+        current = self._objects.get(key)
+        if offset and (current is None or len(current) < offset):
+            raise ObjectNotFound(key)
+        if current is None:
+            self._objects[key] = bytearray()
+        else:
+            del current[offset:]
+        return MemoryWriter(self._objects, key)
+
+    async def commit(self, source: str, target: str) -> None:
+        data = self._objects.pop(source, None)
+        if data is None:
+            raise ObjectNotFound(source)
+        self._objects.setdefault(target, data)
+
+    async def delete(self, key: str) -> bool:
+        return self._objects.pop(key, None) is not None
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        for key in list(self._objects):
+            if key.startswith(prefix):
+                yield key
