@@ -50,11 +50,20 @@ async def get_blob(
     size = await registry.blobs.size(name, digest)
     headers = _blob_headers(digest)
     key = registry.blobs.key(digest)
+    range_header = request.headers.get("Range")
+    # Unsatisfiable ranges are refused here, in the OCI error format; a Range header that is
+    # not one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
+    byte_range = parse_range(range_header, size) if range_header else None
     path = registry.storage.local_path(key)
     if path is not None:
         # aiohttp sends the file with sendfile(2), Range and HEAD included.
-        return web.FileResponse(path, headers=headers)
-    byte_range = parse_range(request.headers.get("Range", ""), size) if size else None
+        if range_header and byte_range is None:
+            plain = request.headers.copy()
+            del plain["Range"]
+            request = request.clone(headers=plain)
+        file_response = web.FileResponse(path, headers=headers)
+        await file_response.prepare(request)
+        return file_response
     start, end = byte_range if byte_range else (0, size - 1)
     status = 206 if byte_range else 200
     if byte_range:

@@ -1,0 +1,48 @@
+# moorage: `make serve` runs the registry, `make test` runs the whole test suite.
+# Both create the virtual environment in .venv on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+ARGS ?=
+
+.PHONY: serve test lint typecheck unit bench clean
+
+$(RUNTIME): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	@touch $@
+
+$(DEV): $(RUNTIME)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+## Run the registry on 127.0.0.1:5000 with data in ./data (pass flags with ARGS="...").
+serve: $(RUNTIME)
+	$(BIN)/moorage serve $(ARGS)
+
+## Everything CI checks: lint, types, and the full pytest suite with real clients.
+test: $(DEV)
+	scripts/install-clients.sh
+	$(MAKE) --no-print-directory lint typecheck
+	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest $(ARGS)
+
+lint: $(DEV)
+	$(BIN)/ruff check moorage tests benchmarks
+	$(BIN)/ruff format --check moorage tests benchmarks
+
+typecheck: $(DEV)
+	$(BIN)/mypy
+
+## Fast tests only (no real clients).
+unit: $(DEV)
+	$(BIN)/pytest -m "not clients" $(ARGS)
+
+## Side-by-side benchmarks against CNCF Distribution (see benchmarks/README.md).
+bench: $(DEV)
+	$(BIN)/python benchmarks/registry.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

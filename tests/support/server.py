@@ -1,0 +1,126 @@
+"""Start real ``moorage serve`` processes for tests (and CNCF Distribution beside them)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningRegistry:
+    host: str
+    port: int
+    data: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    scheme: str = "http"
+    ca_file: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """host:port, as clients write it in image references."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.address}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, ca_file: Path | None = None
+) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"registry exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/", timeout=2, context=context):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"registry at {url} did not become ready:\n{log.read_text()}")
+
+
+def start_moorage(
+    workdir: Path,
+    *,
+    workers: int = 2,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    tls: tuple[Path, Path, Path] | None = None,
+    host: str = "127.0.0.1",
+    data: Path | None = None,
+) -> RunningRegistry:
+    """Run ``moorage serve`` on a free port with its data in ``workdir/data``.
+
+    ``tls`` is (certificate, key, CA certificate) to serve HTTPS; ``data`` shares another
+    registry's data directory.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    data = data or workdir / "data"
+    log = workdir / "moorage.log"
+    command = [
+        sys.executable,
+        "-m",
+        "moorage",
+        "serve",
+        "--listen",
+        f"{host}:{port}",
+        "--data",
+        str(data),
+        "--workers",
+        str(workers),
+        *args,
+    ]
+    scheme, ca_file = "http", None
+    if tls is not None:
+        command += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        scheme, ca_file = "https", tls[2]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    registry = RunningRegistry(host, port, data, process, log, scheme, ca_file)
+    try:
+        wait_ready(registry.url, process, log, ca_file)
+    except BaseException:
+        registry.stop()
+        raise
+    return registry
