@@ -37,3 +37,23 @@ def content_length(request: web.Request) -> int | None:
     if not raw.isdigit():
         raise RegistryError(ErrorCode.SIZE_INVALID, f"invalid Content-Length {raw[:40]!r}")
     return int(raw)
+
+
+async def read_body(request: web.Request, limit: int, what: str) -> bytes:
+    """The whole request body, refused with 413 once it grows past ``limit`` bytes."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(what, limit)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_any():
+        total += len(chunk)
+        if total > limit:
+            raise _too_large(what, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(what: str, limit: int) -> RegistryError:
+    code = ErrorCode.MANIFEST_INVALID if what == "manifest" else ErrorCode.SIZE_INVALID
+    return RegistryError(code, f"{what} exceeds the limit of {limit} bytes", status=413)

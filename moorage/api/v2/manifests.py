@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from moorage.api.v2.common import API_HEADERS
+from moorage.api.v2.common import API_HEADERS, read_body
 from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.manifests import accepts
 from moorage.registry.service import Registry
@@ -34,15 +34,7 @@ async def get_manifest(
 async def put_manifest(
     request: web.Request, registry: Registry, name: str, reference: str
 ) -> web.StreamResponse:
-    limit = registry.manifests.max_size
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise RegistryError(
-            ErrorCode.MANIFEST_INVALID,
-            f"manifest is {declared} bytes; the limit is {limit}",
-            status=413,
-        )
-    payload = await request.content.read(limit + 1)
+    payload = await read_body(request, registry.manifests.max_size, "manifest")
     pushed = await registry.manifests.put(
         name, reference, payload, request.headers.get("Content-Type")
     )
