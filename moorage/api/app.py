@@ -66,7 +66,7 @@ class V2Api:
 
     async def base(self, request: web.Request) -> web.StreamResponse:
         try:
-            await self.auth.authenticate(request.headers.get("Authorization"), "pull")
+            await self.auth.authenticate(request.headers.get("Authorization"), "pull", probe=True)
         except RegistryError as exc:
             return exception_response(exc)
         return web.json_response({}, headers=API_HEADERS)

@@ -24,6 +24,7 @@ Action = Literal["pull", "push", "delete"]
 REALM = "moorage"
 _CACHE_SECONDS = 60.0
 _CACHE_MAX = 4096
+_EMPTY_CREDENTIALS = "Basic " + base64.b64encode(b":").decode()
 
 
 class HtpasswdError(Exception):
@@ -75,11 +76,21 @@ class Authenticator:
             headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
         )
 
-    async def authenticate(self, header: str | None, action: Action) -> str | None:
-        """The user name, None for an allowed anonymous request; UNAUTHORIZED otherwise."""
+    async def authenticate(
+        self, header: str | None, action: Action, *, probe: bool = False
+    ) -> str | None:
+        """The user name, None for an allowed anonymous request; UNAUTHORIZED otherwise.
+
+        ``probe`` marks ``GET /v2/``: clients decide from its answer whether to send
+        credentials at all, so it challenges every request that brings none, even when
+        anonymous pulls are allowed. Clients without credentials then send empty basic
+        credentials (``Basic Og==``), which count as anonymous.
+        """
         if self.htpasswd is None:
             return None
-        if header is None:
+        if header is None and probe:
+            raise self.challenge()
+        if header is None or header.strip() == _EMPTY_CREDENTIALS:
             if action == "pull" and self.anonymous_pull:
                 return None
             raise self.challenge()

@@ -55,15 +55,9 @@ async def get_blob(
     # not one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
     byte_range = parse_range(range_header, size) if range_header else None
     path = registry.storage.local_path(key)
-    if path is not None:
+    if path is not None and not (range_header and byte_range is None):
         # aiohttp sends the file with sendfile(2), Range and HEAD included.
-        if range_header and byte_range is None:
-            plain = request.headers.copy()
-            del plain["Range"]
-            request = request.clone(headers=plain)
-        file_response = web.FileResponse(path, headers=headers)
-        await file_response.prepare(request)
-        return file_response
+        return web.FileResponse(path, headers=headers)
     start, end = byte_range if byte_range else (0, size - 1)
     status = 206 if byte_range else 200
     if byte_range:

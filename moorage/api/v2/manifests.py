@@ -14,7 +14,9 @@ async def get_manifest(
     request: web.Request, registry: Registry, name: str, reference: str
 ) -> web.StreamResponse:
     record = await registry.manifests.get(name, reference)
-    if not accepts(request.headers.get("Accept"), record.media_type):
+    # Clients send one Accept line per media type (skopeo, podman) or one list.
+    accept = ",".join(request.headers.getall("Accept", ()))
+    if not accepts(accept, record.media_type):
         raise RegistryError(
             ErrorCode.MANIFEST_UNKNOWN,
             f"manifest {reference} is {record.media_type}, which the Accept header excludes",
