@@ -41,8 +41,9 @@ class Settings:
     mount_automatic: bool = True
     #: Seconds an idle upload session lives.
     uploads_ttl: float = 24 * 3600.0
-    #: Seconds a request may hold an upload while it writes one chunk.
-    uploads_lease: float = 3600.0
+    #: Seconds an upload stays locked to a request writing to it; renewed while it writes,
+    #: so this is how long a session stays blocked after its writer's process died.
+    uploads_lease: float = 300.0
     #: Largest manifest accepted, in bytes.
     manifests_max_size: int = 4 * 1024 * 1024
     #: Log every request (off by default: it costs throughput).

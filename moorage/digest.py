@@ -25,7 +25,7 @@ class Digest:
     @classmethod
     def parse(cls, value: str) -> Digest:
         """Parse and validate ``algorithm:hex``; raise DIGEST_INVALID (or UNSUPPORTED) otherwise."""
-        match = _DIGEST_RE.match(value)
+        match = _DIGEST_RE.fullmatch(value)
         if match is None:
             raise RegistryError(ErrorCode.DIGEST_INVALID, f"invalid digest {value[:150]!r}")
         algorithm, encoded = match.group(1), match.group(2)

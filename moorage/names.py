@@ -21,7 +21,7 @@ def validate_name(name: str) -> str:
             ErrorCode.NAME_INVALID,
             f"repository name is longer than {MAX_NAME_LENGTH} characters",
         )
-    if _NAME_RE.match(name) is None:
+    if _NAME_RE.fullmatch(name) is None:
         raise RegistryError(
             ErrorCode.NAME_INVALID,
             f"invalid repository name {name[:100]!r}: use lowercase path components of "
@@ -31,7 +31,7 @@ def validate_name(name: str) -> str:
 
 
 def is_valid_tag(tag: str) -> bool:
-    return _TAG_RE.match(tag) is not None
+    return _TAG_RE.fullmatch(tag) is not None
 
 
 def validate_tag(tag: str) -> str:

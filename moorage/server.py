@@ -16,10 +16,8 @@ import os
 import signal
 import socket
 import ssl
-import tempfile
 import time
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -38,14 +36,16 @@ log = logging.getLogger("moorage.server")
 def build_registry(settings: Settings) -> Registry:
     storage: StorageDriver
     if settings.storage_driver == "memory":
-        storage = MemoryDriver()
-        database = Path(tempfile.mkdtemp(prefix="moorage-memory-")) / "moorage.db"
+        # Bytes vanish with the process, so the metadata must too.
+        storage, meta = MemoryDriver(), SQLiteMetadata.temporary()
     else:
-        storage = FilesystemDriver(settings.data / "storage")
-        database = settings.database
+        storage, meta = (
+            FilesystemDriver(settings.data / "storage"),
+            SQLiteMetadata(settings.database),
+        )
     return Registry(
         storage,
-        SQLiteMetadata(database),
+        meta,
         max_manifest_size=settings.manifests_max_size,
         upload_ttl=settings.uploads_ttl,
         upload_lease=settings.uploads_lease,

@@ -152,10 +152,24 @@ class MetadataStore(Protocol):
         differs from the upload's offset.
         """
 
+    async def renew_upload(
+        self, upload_id: str, lease_until: float, new_lease_until: float
+    ) -> bool:
+        """Extend a lease still held as ``lease_until``; False if it was lost meanwhile."""
+
     async def release_upload(
-        self, upload_id: str, offset: int, hash_state: bytes | None, now: float
-    ) -> None:
-        """Record progress and drop the lease."""
+        self,
+        upload_id: str,
+        lease_until: float,
+        offset: int,
+        hash_state: bytes | None,
+        now: float,
+    ) -> bool:
+        """Record progress and drop the lease, if it is still held as ``lease_until``.
+
+        The lease value is the fencing token: a request whose lease ran out and was taken
+        over cannot overwrite the new holder's progress.
+        """
 
     async def delete_upload(self, upload_id: str) -> None: ...
 

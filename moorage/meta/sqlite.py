@@ -10,7 +10,9 @@ acknowledged survives power loss.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +65,8 @@ _UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, l
 
 
 class SQLiteMetadata:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, owned_directory: Path | None = None) -> None:
+        self._owned_directory = owned_directory
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = connect(self.path)
@@ -72,10 +75,18 @@ class SQLiteMetadata:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._repo_ids: dict[str, int] = {}
 
+    @classmethod
+    def temporary(cls) -> SQLiteMetadata:
+        """A database in a new temporary directory, removed on close (throwaway registries)."""
+        directory = Path(tempfile.mkdtemp(prefix="moorage-meta-"))
+        return cls(directory / "moorage.db", owned_directory=directory)
+
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._writer.close()
         self._reader.close()
+        if self._owned_directory is not None:
+            shutil.rmtree(self._owned_directory, ignore_errors=True)
 
     # -- plumbing -----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -369,17 +380,35 @@ class SQLiteMetadata:
 
         return await self._write(tx)
 
-    async def release_upload(
-        self, upload_id: str, offset: int, hash_state: bytes | None, now: float
-    ) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
-                "WHERE id = ?",
-                (offset, hash_state, now, upload_id),
+    async def renew_upload(
+        self, upload_id: str, lease_until: float, new_lease_until: float
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE uploads SET lease_until = ? WHERE id = ? AND lease_until = ?",
+                (new_lease_until, upload_id, lease_until),
             )
+            return cur.rowcount > 0
 
-        await self._write(tx)
+        return await self._write(tx)
+
+    async def release_upload(
+        self,
+        upload_id: str,
+        lease_until: float,
+        offset: int,
+        hash_state: bytes | None,
+        now: float,
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
+                "WHERE id = ? AND lease_until = ?",
+                (offset, hash_state, now, upload_id, lease_until),
+            )
+            return cur.rowcount > 0
+
+        return await self._write(tx)
 
     async def delete_upload(self, upload_id: str) -> None:
         def tx(conn: sqlite3.Connection) -> None:

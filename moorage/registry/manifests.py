@@ -33,13 +33,13 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(value, dict):
         raise _invalid(f"{where} must be a descriptor object")
     media_type = value.get("mediaType")
-    if not isinstance(media_type, str) or not _MEDIA_TYPE_RE.match(media_type):
+    if not isinstance(media_type, str) or not _MEDIA_TYPE_RE.fullmatch(media_type):
         raise _invalid(f"{where} has an invalid or missing mediaType")
     digest = value.get("digest")
     if not isinstance(digest, str):
         raise _invalid(f"{where} has no digest")
     try:
-        Digest.parse(digest)
+        digest = str(Digest.parse(digest))
     except RegistryError:
         raise _invalid(f"{where} has an invalid digest {digest[:150]!r}") from None
     size = value.get("size")
@@ -94,8 +94,10 @@ def parse_manifest(payload: bytes, content_type: str | None, digest: Digest) -> 
     """
     try:
         body = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid(f"manifest is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, bad UTF-8 and integers too long to convert;
+        # RecursionError, absurdly deep nesting.
+        raise _invalid(f"manifest is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise _invalid("manifest must be a JSON object")
     media_type = _media_type(content_type, body)
@@ -105,7 +107,7 @@ def parse_manifest(payload: bytes, content_type: str | None, digest: Digest) -> 
     references: list[Reference] = []
     artifact_type = body.get("artifactType")
     if artifact_type is not None and (
-        not isinstance(artifact_type, str) or not _MEDIA_TYPE_RE.match(artifact_type)
+        not isinstance(artifact_type, str) or not _MEDIA_TYPE_RE.fullmatch(artifact_type)
     ):
         raise _invalid("artifactType must be a media type")
 

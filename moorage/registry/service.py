@@ -107,7 +107,7 @@ class Registry:
         *,
         max_manifest_size: int = DEFAULT_MAX_MANIFEST_SIZE,
         upload_ttl: float = 24 * 3600,
-        upload_lease: float = 3600,
+        upload_lease: float = 300,
     ) -> None:
         self.storage = storage
         self.meta = meta

@@ -10,6 +10,7 @@ their content-addressed key in one atomic step before the blob is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -46,7 +47,7 @@ class ContentRange:
 
     @classmethod
     def parse(cls, value: str) -> ContentRange:
-        match = _CONTENT_RANGE_RE.match(value.strip())
+        match = _CONTENT_RANGE_RE.fullmatch(value.strip())
         if match is None or int(match.group(2)) < int(match.group(1)):
             raise RegistryError(
                 ErrorCode.BLOB_UPLOAD_INVALID,
@@ -66,6 +67,20 @@ class UploadOutOfOrder(RegistryError):
         self.offset = offset
 
 
+def _expected_length(content_range: ContentRange | None, content_length: int | None) -> int | None:
+    """How many bytes the request body must hold, from its Content-Range and Content-Length."""
+    if content_range is None:
+        return content_length
+    if content_length is not None and content_length != content_range.length:
+        raise RegistryError(
+            ErrorCode.BLOB_UPLOAD_INVALID,
+            f"Content-Range covers {content_range.length} bytes but Content-Length "
+            f"is {content_length}",
+            status=416,
+        )
+    return content_range.length
+
+
 class Uploads:
     def __init__(
         self,
@@ -73,7 +88,7 @@ class Uploads:
         meta: MetadataStore,
         *,
         ttl: float = 24 * 3600,
-        lease: float = 3600,
+        lease: float = 300,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
@@ -81,6 +96,7 @@ class Uploads:
         self.ttl = ttl
         self.lease = lease
         self.clock = clock
+        self._background: set[asyncio.Future[None]] = set()
 
     @staticmethod
     def _unknown(upload_id: str) -> RegistryError:
@@ -106,18 +122,18 @@ class Uploads:
 
     async def status(self, repository: str, upload_id: str) -> Upload:
         upload = None
-        if _UPLOAD_ID_RE.match(upload_id):
+        if _UPLOAD_ID_RE.fullmatch(upload_id):
             upload = await self.meta.get_upload(upload_id, repository)
         if upload is None or upload.updated_at < self.clock() - self.ttl:
             raise self._unknown(upload_id)
         return upload
 
     async def _acquire(self, repository: str, upload_id: str, offset: int | None) -> Upload:
-        if not _UPLOAD_ID_RE.match(upload_id):
+        if not _UPLOAD_ID_RE.fullmatch(upload_id):
             raise self._unknown(upload_id)
         now = self.clock()
         try:
-            upload = await self.meta.acquire_upload(upload_id, repository, offset, now, self.lease)
+            upload = await self._take_lease(repository, upload_id, offset, now)
         except UploadNotFound:
             raise self._unknown(upload_id) from None
         except UploadBusy:
@@ -134,9 +150,47 @@ class Uploads:
                 f"chunk starts at byte {offset} but the upload has {exc.offset} bytes",
             ) from None
         if upload.updated_at < now - self.ttl:
-            await self.meta.release_upload(upload.id, upload.offset, upload.hash_state, now)
+            await self._discard(upload.id)
             raise self._unknown(upload_id)
         return upload
+
+    async def _take_lease(
+        self, repository: str, upload_id: str, offset: int | None, now: float
+    ) -> Upload:
+        """``acquire_upload``, but if the request is cancelled (its client went away) while the
+        lease is being taken, the lease is given back once taken instead of being left held."""
+        task = asyncio.ensure_future(
+            self.meta.acquire_upload(upload_id, repository, offset, now, self.lease)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, task: asyncio.Future[Upload]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        upload = task.result()
+        release = asyncio.ensure_future(self._release(upload, upload.offset, upload.hash_state))
+        self._background.add(release)
+        release.add_done_callback(self._background.discard)
+
+    async def _release(self, upload: Upload, offset: int, state: bytes | None) -> None:
+        """Record progress and drop the lease; runs to the end even if the request is cancelled."""
+        await asyncio.shield(
+            self.meta.release_upload(upload.id, upload.lease_until, offset, state, self.clock())
+        )
+
+    async def _renew(self, upload: Upload) -> None:
+        lease_until = self.clock() + self.lease
+        if not await self.meta.renew_upload(upload.id, upload.lease_until, lease_until):
+            raise RegistryError(
+                ErrorCode.BLOB_UPLOAD_INVALID,
+                "this request lost the upload to another one; resume from the upload's offset",
+                status=416,
+            )
+        upload.lease_until = lease_until
 
     async def _receive(
         self, upload: Upload, body: Body, expected: int | None
@@ -145,8 +199,13 @@ class Uploads:
         hasher = restore_hasher("sha256", upload.hash_state)
         writer: Writer = await self.storage.open_writer(upload_key(upload.id), upload.offset)
         received = 0
+        renew_at = time.monotonic() + self.lease / 3
         try:
             async for chunk in body:
+                if time.monotonic() > renew_at:
+                    # A long request keeps its lease; one whose process died loses it.
+                    await self._renew(upload)
+                    renew_at = time.monotonic() + self.lease / 3
                 received += len(chunk)
                 if expected is not None and received > expected:
                     raise RegistryError(
@@ -175,16 +234,7 @@ class Uploads:
         content_length: int | None,
     ) -> Upload:
         """PATCH: add a chunk (or a stream) at the end of the upload."""
-        expected = content_length
-        if content_range is not None:
-            if content_length is not None and content_length != content_range.length:
-                raise RegistryError(
-                    ErrorCode.BLOB_UPLOAD_INVALID,
-                    f"Content-Range covers {content_range.length} bytes but Content-Length "
-                    f"is {content_length}",
-                    status=416,
-                )
-            expected = content_range.length
+        expected = _expected_length(content_range, content_length)
         upload = await self._acquire(
             repository, upload_id, None if content_range is None else content_range.start
         )
@@ -193,7 +243,7 @@ class Uploads:
             offset, hasher = await self._receive(upload, body, expected)
             state = hasher.state() if hasher is not None else None
         finally:
-            await self.meta.release_upload(upload.id, offset, state, self.clock())
+            await self._release(upload, offset, state)
         upload.offset, upload.hash_state = offset, state
         return upload
 
@@ -207,10 +257,11 @@ class Uploads:
         content_length: int | None,
     ) -> int:
         """PUT: append the last chunk (if any), verify the digest, store the blob; its size."""
+        expected = _expected_length(content_range, content_length)
         upload = await self._acquire(
             repository, upload_id, None if content_range is None else content_range.start
         )
-        return await self._complete(upload, digest, body, content_length)
+        return await self._complete(upload, digest, body, expected)
 
     async def monolithic(
         self, repository: str, digest: Digest, body: Body, content_length: int | None
@@ -231,7 +282,7 @@ class Uploads:
             actual = hasher.hexdigest()
         except BaseException:
             # Keep the session usable: the client may retry from the recorded offset.
-            await self.meta.release_upload(upload.id, offset, state, self.clock())
+            await self._release(upload, offset, state)
             raise
         if actual != digest.hex:
             await self._discard(upload.id)

@@ -173,15 +173,22 @@ async def test_upload_lease_and_progress(meta: MetadataStore) -> None:
     assert taken.lease_until == 161.0
     with pytest.raises(UploadBusy):
         await meta.acquire_upload(upload.id, "repo", 0, 102.0, 60)
-    await meta.release_upload(upload.id, 500, b"state2", 103.0)
+    assert await meta.release_upload(upload.id, 161.0, 500, b"state2", 103.0)
     with pytest.raises(UploadOffsetMismatch) as info:
         await meta.acquire_upload(upload.id, "repo", 0, 104.0, 60)
     assert info.value.offset == 500
     again = await meta.acquire_upload(upload.id, "repo", 500, 104.0, 60)
     assert (again.offset, again.hash_state) == (500, b"state2")
-    # A lease that ran out (its holder died) can be taken over.
+    assert again.lease_until == 164.0
+    assert await meta.renew_upload(upload.id, 164.0, 190.0)
+    assert not await meta.renew_upload(upload.id, 164.0, 195.0)
+    # A lease that ran out (its holder died) can be taken over; the old holder is fenced off.
     taken_over = await meta.acquire_upload(upload.id, "repo", None, 200.0, 60)
     assert taken_over.offset == 500
+    assert not await meta.renew_upload(upload.id, 190.0, 300.0)
+    assert not await meta.release_upload(upload.id, 190.0, 999, None, 201.0)
+    current = await meta.get_upload(upload.id, "repo")
+    assert current is not None and current.offset == 500 and current.lease_until == 260.0
     await meta.delete_upload(upload.id)
     assert await meta.get_upload(upload.id, "repo") is None
 

@@ -26,7 +26,7 @@ def _blob_headers(digest: Digest) -> dict[str, str]:
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """A single ``bytes=`` range as (start, end inclusive); None to send the whole blob."""
-    match = _RANGE_RE.match(header.strip())
+    match = _RANGE_RE.fullmatch(header.strip())
     if match is None or (not match.group(1) and not match.group(2)):
         return None
     if match.group(1):

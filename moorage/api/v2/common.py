@@ -17,7 +17,7 @@ def pagination(request: web.Request) -> tuple[int | None, str | None]:
     raw = request.query.get("n")
     limit: int | None = None
     if raw is not None and raw != "":
-        if not raw.isdigit() or len(raw) > 9:
+        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
             raise RegistryError(
                 ErrorCode.PAGINATION_NUMBER_INVALID, f"n must be a non-negative integer: {raw!r}"
             )

@@ -30,7 +30,7 @@ class Route:
 
 def parse_path(tail: str) -> Route | None:
     """Split the part of a path after ``/v2/``; None if it names no endpoint."""
-    match = _PATH_RE.match(tail)
+    match = _PATH_RE.fullmatch(tail)
     if match is None:
         return None
     name = match.group("name")
