@@ -13,7 +13,7 @@ and that ``tests/storage`` checks for each of them:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 
@@ -49,11 +49,10 @@ class StorageDriver(Protocol):
     async def get(self, key: str) -> bytes:
         """The whole object (for small objects); raises ObjectNotFound."""
 
-    def read(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+    def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
         """Stream ``length`` bytes (or to the end) from ``offset``; raises ObjectNotFound."""
-
-    def local_path(self, key: str) -> str | None:
-        """A filesystem path the object can be served from zero-copy, if the driver has one."""
 
     async def put(self, key: str, data: bytes) -> None:
         """Store a small object atomically and durably."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from moorage.storage.base import ObjectNotFound, StorageError
@@ -107,27 +107,44 @@ class FilesystemDriver:
 
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream a range, reading the next chunk on a thread while the caller sends this one.
+
+        Measured on loopback, 1 MiB reads written to the socket outrun sendfile(2); reading
+        ahead keeps a cold disk from stalling the event loop.
+        """
+        path = self._path(key)
         try:
-            handle = await asyncio.to_thread(open, self._path(key), "rb")
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[bytes] | None = None
         try:
-            handle.seek(offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                size = _READ_CHUNK if remaining is None else min(_READ_CHUNK, remaining)
-                chunk = await asyncio.to_thread(handle.read, size)
+            end = os.fstat(fd).st_size if length is None else offset + length
+            position = offset
+
+            def read_ahead() -> asyncio.Future[bytes] | None:
+                if position >= end:
+                    return None
+                size = min(_READ_CHUNK, end - position)
+                return loop.run_in_executor(None, os.pread, fd, size, position)
+
+            pending = read_ahead()
+            while pending is not None:
+                chunk = await pending
+                pending = None
                 if not chunk:
                     break
-                if remaining is not None:
-                    remaining -= len(chunk)
+                position += len(chunk)
+                pending = read_ahead()
                 yield chunk
         finally:
-            handle.close()
-
-    def local_path(self, key: str) -> str | None:
-        return str(self._path(key))
+            if pending is not None:
+                # Never close the descriptor under a read still running on a thread.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+            os.close(fd)
 
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, self._path(key), data)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from moorage.storage.base import ObjectNotFound
 
@@ -44,7 +44,7 @@ class MemoryDriver:
 
     async def read(
         self, key: str, offset: int = 0, length: int | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         data = self._objects.get(key)
         if data is None:
             raise ObjectNotFound(key)
@@ -52,9 +52,6 @@ class MemoryDriver:
         view = memoryview(bytes(data[offset:end]))
         for start in range(0, len(view), _READ_CHUNK):
             yield bytes(view[start : start + _READ_CHUNK])
-
-    def local_path(self, key: str) -> str | None:
-        return None
 
     async def put(self, key: str, data: bytes) -> None:
         self._objects[key] = bytearray(data)

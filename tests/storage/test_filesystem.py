@@ -32,11 +32,3 @@ async def test_uncommitted_upload_is_not_at_the_blob_key(tmp_path: Path) -> None
     await writer.abort()
     assert await driver.stat("blobs/target") is None
     assert not (tmp_path / "blobs").exists()
-
-
-async def test_local_path_serves_the_object(tmp_path: Path) -> None:
-    driver = FilesystemDriver(tmp_path)
-    await driver.put("blobs/x", b"bytes")
-    path = driver.local_path("blobs/x")
-    assert path is not None
-    assert Path(path).read_bytes() == b"bytes"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 from aiohttp import web
@@ -49,25 +50,21 @@ async def get_blob(
     digest = Digest.parse(ref)
     size = await registry.blobs.size(name, digest)
     headers = _blob_headers(digest)
-    key = registry.blobs.key(digest)
+    # Unsatisfiable ranges are refused in the OCI error format; a Range header that is not
+    # one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
     range_header = request.headers.get("Range")
-    # Unsatisfiable ranges are refused here, in the OCI error format; a Range header that is
-    # not one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
     byte_range = parse_range(range_header, size) if range_header else None
-    path = registry.storage.local_path(key)
-    if path is not None and not (range_header and byte_range is None):
-        # aiohttp sends the file with sendfile(2), Range and HEAD included.
-        return web.FileResponse(path, headers=headers)
     start, end = byte_range if byte_range else (0, size - 1)
-    status = 206 if byte_range else 200
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response = web.StreamResponse(status=status, headers=headers)
+    response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
     response.content_length = end - start + 1
     await response.prepare(request)
-    if request.method != "HEAD":
-        async for chunk in registry.storage.read(key, start, end - start + 1):
-            await response.write(chunk)
+    if request.method != "HEAD" and size:
+        chunks = registry.storage.read(registry.blobs.key(digest), start, end - start + 1)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await response.write(chunk)
     await response.write_eof()
     return response
 
