@@ -1,9 +1,12 @@
 """Running the registry: building it from settings, and the pre-fork worker supervisor.
 
-The parent process prepares the data directory and the database schema, binds the listening
-socket once, and forks ``workers`` processes that all accept on it; the kernel hands each
-connection to whichever worker is ready. Workers share nothing in memory: everything they must
-agree on lives in the metadata store and storage. A worker that dies is replaced.
+The parent process prepares the data directory and the database schema, opens one listening
+socket per worker on the same address with SO_REUSEPORT, and forks the workers. The kernel
+spreads new connections evenly over the sockets (one shared socket let whichever worker woke
+first accept a whole burst). The parent keeps the sockets open, so a worker that dies is
+replaced on the same socket and the connections waiting in its queue are not lost. Workers
+share nothing in memory: everything they must agree on lives in the metadata store and
+storage.
 """
 
 from __future__ import annotations
@@ -61,14 +64,26 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def bind(settings: Settings) -> socket.socket:
+def bind(settings: Settings, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one address (port 0 picks a port for all of them)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
+    port = settings.port
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if count > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((settings.host, port))
+            port = sock.getsockname()[1]
+            sock.listen(1024)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 async def _serve_worker(settings: Settings, sock: socket.socket) -> None:
@@ -106,9 +121,9 @@ def _prepare(settings: Settings) -> None:
 def serve(settings: Settings, ready: Any = None) -> int:
     """Run the registry until SIGTERM/SIGINT. ``ready`` is called once it accepts requests."""
     _prepare(settings)
-    sock = bind(settings)
+    sockets = bind(settings, settings.workers)
     scheme = "https" if settings.tls_cert else "http"
-    address = sock.getsockname()
+    address = sockets[0].getsockname()
     log.info(
         "moorage listening on %s://%s:%s with %d worker(s), data in %s",
         scheme,
@@ -120,17 +135,17 @@ def serve(settings: Settings, ready: Any = None) -> int:
     if settings.workers == 1:
         if ready is not None:
             ready()
-        run_worker(settings, sock)
+        run_worker(settings, sockets[0])
         return 0
-    return _supervise(settings, sock, ready)
+    return _supervise(settings, sockets, ready)
 
 
-def _supervise(settings: Settings, sock: socket.socket, ready: Any) -> int:
+def _supervise(settings: Settings, sockets: list[socket.socket], ready: Any) -> int:
     context = multiprocessing.get_context("fork")
     stopping = False
 
-    def start() -> BaseProcess:
-        process = context.Process(target=run_worker, args=(settings, sock), daemon=False)
+    def start(index: int) -> BaseProcess:
+        process = context.Process(target=run_worker, args=(settings, sockets[index]))
         process.start()
         return process
 
@@ -140,7 +155,7 @@ def _supervise(settings: Settings, sock: socket.socket, ready: Any) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = [start() for _ in range(settings.workers)]
+    workers = [start(index) for index in range(settings.workers)]
     if ready is not None:
         ready()
     while not stopping:
@@ -149,7 +164,7 @@ def _supervise(settings: Settings, sock: socket.socket, ready: Any) -> int:
             if not process.is_alive() and not stopping:
                 log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                 process.join()
-                workers[index] = start()
+                workers[index] = start(index)
     for process in workers:
         if process.pid is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -159,5 +174,6 @@ def _supervise(settings: Settings, sock: socket.socket, ready: Any) -> int:
         if process.is_alive():
             process.kill()
             process.join()
-    sock.close()
+    for sock in sockets:
+        sock.close()
     return 0
