@@ -104,6 +104,14 @@ class SQLiteMetadata:
         conn.execute("COMMIT")
         return result
 
+    async def _change(self, sql: str, args: tuple[object, ...]) -> bool:
+        """Run one statement as its own transaction; True if it changed a row."""
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, args).rowcount > 0
+
+        return await self._write(tx)
+
     def _repo_id(self, repository: str) -> int | None:
         """Id of an existing repository (read side). Ids never change, so hits are cached."""
         repo_id = self._repo_ids.get(repository)
@@ -184,15 +192,11 @@ class SQLiteMetadata:
         return await self._write(tx)
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "DELETE FROM repository_blobs WHERE digest = ? AND repo_id = "
-                "(SELECT id FROM repositories WHERE name = ?)",
-                (digest, repository),
-            )
-            return cur.rowcount > 0
-
-        return await self._write(tx)
+        return await self._change(
+            "DELETE FROM repository_blobs WHERE digest = ? AND repo_id = "
+            "(SELECT id FROM repositories WHERE name = ?)",
+            (digest, repository),
+        )
 
     # -- manifests and tags -------------------------------------------------------------------
     async def put_manifest(
@@ -285,15 +289,11 @@ class SQLiteMetadata:
         return await self._write(tx)
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "DELETE FROM tags WHERE name = ? AND repo_id = "
-                "(SELECT id FROM repositories WHERE name = ?)",
-                (tag, repository),
-            )
-            return cur.rowcount > 0
-
-        return await self._write(tx)
+        return await self._change(
+            "DELETE FROM tags WHERE name = ? AND repo_id = "
+            "(SELECT id FROM repositories WHERE name = ?)",
+            (tag, repository),
+        )
 
     async def repository_exists(self, repository: str) -> bool:
         return self._repo_id(repository) is not None
@@ -383,14 +383,10 @@ class SQLiteMetadata:
     async def renew_upload(
         self, upload_id: str, lease_until: float, new_lease_until: float
     ) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE uploads SET lease_until = ? WHERE id = ? AND lease_until = ?",
-                (new_lease_until, upload_id, lease_until),
-            )
-            return cur.rowcount > 0
-
-        return await self._write(tx)
+        return await self._change(
+            "UPDATE uploads SET lease_until = ? WHERE id = ? AND lease_until = ?",
+            (new_lease_until, upload_id, lease_until),
+        )
 
     async def release_upload(
         self,
@@ -400,21 +396,14 @@ class SQLiteMetadata:
         hash_state: bytes | None,
         now: float,
     ) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
-                "WHERE id = ? AND lease_until = ?",
-                (offset, hash_state, now, upload_id, lease_until),
-            )
-            return cur.rowcount > 0
-
-        return await self._write(tx)
+        return await self._change(
+            "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
+            "WHERE id = ? AND lease_until = ?",
+            (offset, hash_state, now, upload_id, lease_until),
+        )
 
     async def delete_upload(self, upload_id: str) -> None:
-        def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
-
-        await self._write(tx)
+        await self._change("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
     async def expired_uploads(self, updated_before: float) -> list[Upload]:
         rows = self._reader.execute(

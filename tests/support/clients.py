@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -32,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.server import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "run scripts/install-clients.sh (as root) to install the registry clients"
@@ -373,13 +374,7 @@ class Containerd:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def _wait_for_containerd(daemon: Containerd) -> None:
