@@ -1,0 +1,317 @@
+"""Benchmark moorage against CNCF Distribution (``docker-registry``), side by side, in one run.
+
+The entry point: it parses the arguments, starts both registries (``servers.py``), runs the
+four measurements in turn (monolithic upload, download by curl and by Python, chunked upload:
+``transfers.py``; manifest GET and HEAD by tag under load: ``load.py``), prints the table
+(``report.py``) and can keep every number in a JSON file; README.md says what is measured and
+how. Run as a script, Python puts benchmarks/ first on sys.path, so the sibling modules are
+imported by their plain names (no package, no sys.path edits), as mypy resolves them too.
+Usage: .venv/bin/python benchmarks/registry.py [--size-mib 1024] [--repeat 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cpu import machine_busy_percent
+from errors import BenchmarkError
+from load import LOAD_METRICS, run_load
+from registry_http import check_blob, check_rejects_wrong_digest, push_image
+from report import summarize, table
+from servers import REGISTRIES, Server, start_server
+from transfers import (
+    MIB,
+    BlobFile,
+    Sample,
+    chunked_upload,
+    download,
+    make_random_file,
+    measured,
+    monolithic_upload,
+    python_download,
+    verify_download,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def check_disk(work: Path, args: argparse.Namespace, registries: list[str]) -> None:
+    size = args.size_mib * MIB
+    chunked = args.chunked_mib * MIB
+    # One source file at a time; every registry keeps each uploaded blob, plus one in flight.
+    needed = max(size, chunked) + len(registries) * (
+        args.repeat * (size + chunked) + max(size, chunked)
+    )
+    needed += 512 * MIB
+    free = shutil.disk_usage(work).free
+    print(f"disk: {free / 2**30:.1f} GiB free in {work}, need about {needed / 2**30:.1f} GiB")
+    if free < needed:
+        raise BenchmarkError("not enough free disk space; lower --size-mib or --repeat")
+
+
+def alternating(registries: list[str], repeat: int) -> Iterator[tuple[int, str]]:
+    """(repeat index, registry): the first registry alternates between repeats."""
+    for index in range(repeat):
+        order = registries if index % 2 == 0 else list(reversed(registries))
+        for key in order:
+            yield index, key
+
+
+def timed_uploads(
+    args: argparse.Namespace,
+    servers: dict[str, Server],
+    name: str,
+    source: Path,
+    size: int,
+    upload: Callable[[Server, str, BlobFile], float],
+    *,
+    verify_first: bool = False,
+) -> tuple[BlobFile, dict[str, Any]]:
+    """Upload a new random file of ``size`` bytes (written to ``source``) per repeat to every
+    registry, so that none can take a "blob already exists" shortcut, and check it is stored
+    (with ``verify_first``, also download the first one back and compare its sha256); each
+    file is deleted once every registry has it. (The first blob, which stays in the
+    registries, and the summary by registry.)"""
+    blobs: list[BlobFile] = []
+    samples: dict[str, list[Sample]] = {key: [] for key in servers}
+    for index, key in alternating(list(servers), args.repeat):
+        if len(blobs) <= index:
+            blobs.append(make_random_file(source, size))
+        blob, server = blobs[index], servers[key]
+        sample = measured(
+            server,
+            size,
+            lambda: upload(server, name, blob),  # noqa: B023
+            args.wait_idle,
+            args.pretouch_mib * MIB,
+        )
+        check_blob(server, name, blob.digest, size)
+        if verify_first and index == 0:
+            verify_download(server, name, blob)
+        samples[key].append(sample)
+        print(f"  {server.label:<12} run {index + 1}: {sample.mib_s:8.1f} MiB/s")
+        if all(len(runs) > index for runs in samples.values()):
+            blob.path.unlink()
+    return blobs[0], {key: summarize(runs) for key, runs in samples.items()}
+
+
+def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dict[str, Any]:
+    registries = list(servers)
+    size, chunked_size = args.size_mib * MIB, args.chunked_mib * MIB
+    results: dict[str, dict[str, Any]] = {}
+
+    for server in servers.values():
+        check_rejects_wrong_digest(server)
+
+    # 1. Monolithic upload; every repeat a new random file, uploaded to each registry.
+    print(f"\n[1/4] monolithic upload of {args.size_mib} MiB x {args.repeat}")
+    blob, results["upload"] = timed_uploads(
+        args, servers, "bench/blob", work / "blob.bin", size, monolithic_upload
+    )
+
+    # 2. Download of the first uploaded blob (already in the page cache on both sides).
+    print(f"\n[2/4] download of {args.size_mib} MiB x {args.download_repeat}, curl then Python")
+    for server in servers.values():
+        verify_download(server, "bench/blob", blob)
+    for metric, client, function in (
+        ("download", "curl", download),
+        ("download_python", "Python", python_download),
+    ):
+        samples: dict[str, list[Sample]] = {key: [] for key in registries}
+        for index, key in alternating(registries, args.download_repeat):
+            server = servers[key]
+            sample = measured(
+                server,
+                size,
+                lambda: function(server, "bench/blob", blob),  # noqa: B023
+                args.wait_idle,
+            )
+            samples[key].append(sample)
+            print(f"  {server.label:<12} run {index + 1} ({client}): {sample.mib_s:8.1f} MiB/s")
+        results[metric] = {key: summarize(runs) for key, runs in samples.items()}
+
+    # 3. Chunked upload; new random files again.
+    chunk = args.chunk_mib * MIB
+    print(
+        f"\n[3/4] chunked upload of {args.chunked_mib} MiB in {args.chunk_mib} MiB PATCHes"
+        f" x {args.repeat}"
+    )
+    _, results["chunked_upload"] = timed_uploads(
+        args,
+        servers,
+        "bench/chunked",
+        work / "chunked.bin",
+        chunked_size,
+        lambda server, name, blob: chunked_upload(server, name, blob, chunk),
+        verify_first=True,
+    )
+
+    # 4. Manifest GET and HEAD by tag under load.
+    print(
+        f"\n[4/4] manifest by tag, {args.connections} connections, {args.duration}s "
+        f"after a {args.warmup}s warm-up: GET by wrk -t{args.wrk_threads} --latency, "
+        "HEAD and GET by ab -k"
+    )
+    for server in servers.values():
+        push_image(server, "bench/image", "latest")
+    for metric, method, tool in LOAD_METRICS:
+        results[metric] = {}
+        for key in registries:
+            server = servers[key]
+            result = run_load(server, "/v2/bench/image/manifests/latest", method, tool, args)
+            print(
+                f"  {method:<4} {tool:<3} {server.label:<12} {result.requests_s:9.0f} req/s  "
+                f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                f"errors {result.errors}  non-2xx {result.non_2xx}  "
+                f"keep-alive {result.keepalive}/{result.requests}  "
+                f"CPU % by server process {'/'.join(f'{p:.0f}' for p in result.processes)}"
+            )
+            results[metric][key] = result.to_json()
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="blob size (default 1024)")
+    parser.add_argument(
+        "--chunked-mib", type=int, help="chunked upload blob size (default: --size-mib)"
+    )
+    parser.add_argument("--chunk-mib", type=int, default=8, help="PATCH size (default 8)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per transfer (default 3)")
+    parser.add_argument(
+        "--download-repeat", type=int, default=5, help="runs per download (default 5)"
+    )
+    parser.add_argument("--duration", type=int, default=10, help="load seconds (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds (default 3)")
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50, help="wrk/ab connections")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=60,
+        help="before each measurement wait up to this many seconds for the machine to be idle"
+        " (<15%% of a core busy); 0: do not wait (default 60)",
+    )
+    parser.add_argument(
+        "--pretouch-mib",
+        type=int,
+        help="before each timed upload, write and free this much memory (default: twice the"
+        " blob size; 0: do not). In a VM that hands freed memory back to its host, the first"
+        " write to a page is slow; pre-touching lets the upload's page cache use warm pages",
+    )
+    parser.add_argument("--only", choices=REGISTRIES, help="benchmark one registry only")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--tmpdir", type=Path, help="where to create the work directory")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--moorage", type=Path, default=ROOT / ".venv" / "bin" / "moorage", help="moorage binary"
+    )
+    parser.add_argument("--distribution", default="/usr/bin/docker-registry")
+    args = parser.parse_args(argv)
+    if args.chunked_mib is None:
+        args.chunked_mib = args.size_mib
+    if args.pretouch_mib is None:
+        args.pretouch_mib = 2 * max(args.size_mib, args.chunked_mib)
+    positive = (args.size_mib, args.chunked_mib, args.chunk_mib, args.repeat, args.duration)
+    if min(*positive, args.download_repeat) < 1:
+        parser.error("sizes, --repeat and --duration must be positive")
+    return args
+
+
+def versions(args: argparse.Namespace) -> dict[str, str]:
+    def output(argv: list[str]) -> str:
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            return str(exc)
+        return (proc.stdout or proc.stderr).strip().splitlines()[0]
+
+    git = subprocess.run(
+        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "moorage_git": git,
+        "distribution": output([args.distribution, "--version"]),
+        "curl": output(["curl", "--version"]),
+        "wrk": output(["wrk", "--version"]),
+        "ab": output(["ab", "-V"]),
+        "python": sys.version.split()[0],
+        "cpus": str(os.cpu_count()),
+    }
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    registries = [args.only] if args.only else list(REGISTRIES)
+    for tool in ("curl", "wrk", "ab", args.distribution, str(args.moorage)):
+        if shutil.which(tool) is None:
+            print(f"error: {tool} not found", file=sys.stderr)
+            return 2
+
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and delete files.
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=args.tmpdir))
+    servers: dict[str, Server] = {}
+    try:
+        check_disk(work, args, registries)
+        idle_busy = machine_busy_percent()
+        print(f"machine busy before the run: {idle_busy:.0f}% of one core")
+        if idle_busy > 20:
+            print("warning: other processes are using the CPU; the numbers may be disturbed")
+        for key in registries:
+            servers[key] = start_server(key, work, args.moorage, args.distribution)
+            print(f"{servers[key].label} on {servers[key].base}, data in {servers[key].data}")
+        results = run(args, work, servers)
+    except BenchmarkError as exc:
+        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    finally:
+        for server in servers.values():
+            server.stop()
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    wall = time.perf_counter() - started
+    report = table(results, registries, args)
+    print("\n" + report)
+    print(f"\nwall time: {wall:.0f} s")
+    if args.json:
+        document = {
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "environment": versions(args),
+            "wall_seconds": wall,
+            "busy_before_pct": idle_busy,
+            "results": results,
+            "table": report,
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Starting and stopping the two registries under test: moorage (its ``serve`` command) and CNCF
+Distribution (``docker-registry`` with a config of its own, never the system service), each on
+a free port of 127.0.0.1 with filesystem storage in the work directory, in a session of its
+own so that stopping it also stops any worker it left behind. ``Server`` is a running one: its
+URLs, its log, whether it is still alive."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import BenchmarkError
+from registry_http import request
+
+REGISTRIES = ("moorage", "distribution")
+LABELS = {"moorage": "moorage", "distribution": "Distribution"}
+
+DISTRIBUTION_CONFIG = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+  secret: moorage-benchmark-secret
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    key: str
+    port: int
+    data: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.key]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchmarkError(
+                f"{self.label} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # The server runs in its own session: its process group id is its pid.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        # Workers left behind by a crashed supervisor share its process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str) -> Server:
+    port = free_port()
+    data = work / f"{key}-data"
+    data.mkdir()
+    log = work / f"{key}.log"
+    if key == "moorage":
+        argv = [str(moorage_bin), "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)]
+    else:
+        config = work / "distribution.yml"
+        config.write_text(DISTRIBUTION_CONFIG.format(root=data, port=port))
+        argv = [distribution_bin, "serve", str(config)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(key, port, data, log, proc)
+    deadline = time.monotonic() + 30
+    while True:
+        server.check_alive()
+        try:
+            status, _, _ = request(server, "GET", "/v2/")
+            if status == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise BenchmarkError(f"{server.label} did not answer /v2/:\n{server.log_tail()}")
+        time.sleep(0.1)
