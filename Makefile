@@ -35,6 +35,7 @@ lint: $(DEV)
 
 typecheck: $(DEV)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict benchmarks
 
 ## Fast tests only (no real clients).
 unit: $(DEV)
