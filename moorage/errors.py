@@ -38,6 +38,9 @@ class ErrorCode(Enum):
     RANGE_INVALID = _Code(416, "invalid content range")
     PAGINATION_NUMBER_INVALID = _Code(400, "invalid number of results requested")
     UNKNOWN = _Code(500, "unknown error")
+    # moorage's extension API (/v2/_moorage/...).
+    POLICY_INVALID = _Code(400, "invalid tag policy")
+    EXTENSION_UNKNOWN = _Code(404, "extension is unknown")
 
     @property
     def status(self) -> int:

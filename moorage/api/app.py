@@ -18,7 +18,7 @@ from aiohttp import web
 from moorage.api.auth import Action, Authenticator
 from moorage.api.errors import exception_response
 from moorage.api.v2 import blobs, listing, manifests, uploads
-from moorage.api.v2.common import API_HEADERS
+from moorage.api.v2.common import API_HEADERS, USER_KEY
 from moorage.api.v2.paths import Kind, parse_path
 from moorage.config import Settings
 from moorage.errors import ErrorCode, RegistryError
@@ -92,7 +92,9 @@ class V2Api:
             if action == "delete" and not self.settings.delete_enabled:
                 raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled on this registry")
             if self.auth.enabled:
-                await self.auth.authenticate(request.headers.get("Authorization"), action)
+                user = await self.auth.authenticate(request.headers.get("Authorization"), action)
+                if user is not None:
+                    request[USER_KEY] = user
             validate_name(route.name)
             return await handler(request, self.registry, route.name, route.reference)
         except UploadOutOfOrder as exc:

@@ -8,11 +8,12 @@ suite against every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 ReferenceKind = Literal["blob", "manifest"]
+TagAction = Literal["created", "moved", "deleted", "restored", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,75 @@ class PutResult:
     previous_digest: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change, recorded with it."""
+
+    #: The authenticated user, or None for an anonymous request.
+    user: str | None
+    #: The client's address (or the origin of a change not made over HTTP, e.g. "config").
+    address: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a tag change was refused (an immutable tag)."""
+
+    repository: str
+    tag: str
+    current_digest: str
+    #: The digest the change wanted the tag at; None for a deletion.
+    attempted_digest: str | None
+    rule: str | None
+    message: str
+
+
+#: Decides, inside the transaction that changes a tag, whether the change may happen:
+#: ``guard(tag, current_digest, new_digest)``; ``new_digest`` is None for a deletion.
+TagGuard = Callable[[str, str | None, str | None], Refusal | None]
+
+
+@dataclass(frozen=True, slots=True)
+class TagEvent:
+    id: int
+    repository: str
+    tag: str
+    action: TagAction
+    old_digest: str | None
+    new_digest: str | None
+    at: float
+    user: str | None
+    address: str
+    request_id: str
+    #: For refusals: the rule that froze the tag (None when the default did) and the message.
+    rule: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    document: str
+    version: int
+    source: str
+    source_hash: str | None
+    updated_at: float
+    user: str | None
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    id: int
+    at: float
+    user: str | None
+    address: str
+    request_id: str
+    source: str
+    old_document: str | None
+    new_document: str
+
+
 class MetadataError(Exception):
     pass
 
@@ -74,6 +144,18 @@ class MissingReferences(MetadataError):
     def __init__(self, missing: Sequence[Reference]) -> None:
         self.missing = tuple(missing)
         super().__init__(", ".join(f"{r.kind} {r.digest}" for r in self.missing))
+
+
+class TagRefused(MetadataError):
+    """A guard refused a tag change; the refusal is recorded in the tag's history."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        super().__init__(refusal.message)
+
+
+class ManifestNotFound(MetadataError):
+    pass
 
 
 class UploadNotFound(MetadataError):
@@ -110,22 +192,72 @@ class MetadataStore(Protocol):
 
     # -- manifests and tags -------------------------------------------------------------------
     async def put_manifest(
-        self, repository: str, manifest: ManifestRecord, tag: str | None
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        tag: str | None,
+        actor: Actor,
+        guard: TagGuard | None = None,
     ) -> PutResult:
-        """Store a manifest (and point ``tag`` at it) in one transaction.
+        """Store a manifest (and point ``tag`` at it, recording the change) in one transaction.
 
         Raises MissingReferences, changing nothing, if a referenced blob or child manifest is
-        not in the repository.
+        not in the repository; TagRefused, storing nothing but the refusal in the tag's
+        history, if ``guard`` refuses the tag change.
         """
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...
 
     async def resolve_tag(self, repository: str, tag: str) -> ManifestRecord | None: ...
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
-        """Delete a manifest and the tags that point at it."""
+    async def delete_manifest(
+        self, repository: str, digest: str, actor: Actor, guard: TagGuard | None = None
+    ) -> bool:
+        """Delete a manifest and the tags that point at it, recording their deletion.
 
-    async def delete_tag(self, repository: str, tag: str) -> bool: ...
+        The guard is asked for every tag that points at the manifest, or at an index that
+        lists it; one refusal refuses the whole deletion (TagRefused).
+        """
+
+    async def delete_tag(
+        self, repository: str, tag: str, actor: Actor, guard: TagGuard | None = None
+    ) -> bool:
+        """Delete a tag, recording it; TagRefused if the guard refuses."""
+
+    async def restore_tag(
+        self, repository: str, tag: str, digest: str, actor: Actor, guard: TagGuard | None = None
+    ) -> str | None:
+        """Point an existing or deleted tag at a manifest of the repository again.
+
+        Returns the digest it pointed at before; ManifestNotFound if the repository has no
+        such manifest; TagRefused if the guard refuses.
+        """
+
+    # -- tag history --------------------------------------------------------------------------
+    async def tag_history(
+        self, repository: str, tag: str, limit: int | None, before: int | None
+    ) -> list[TagEvent]:
+        """The tag's events, newest first, with ids below ``before`` if given."""
+
+    async def tag_at(self, repository: str, tag: str, at: float) -> TagEvent | None:
+        """The last change (not a refusal) to the tag at or before ``at``."""
+
+    async def digest_events(self, digest: str) -> list[TagEvent]:
+        """Every change that pointed a tag at ``digest`` or away from it, oldest first."""
+
+    # -- tag policy ---------------------------------------------------------------------------
+    async def policy_version(self) -> int:
+        """The version of the policy in force (0 when none was ever set)."""
+
+    async def get_policy(self) -> PolicyRecord | None: ...
+
+    async def set_policy(
+        self, document: str, actor: Actor, source: str, source_hash: str | None
+    ) -> int:
+        """Replace the policy, recording the change; the new version."""
+
+    async def policy_changes(self, limit: int | None) -> list[PolicyChange]:
+        """Changes to the policy, newest first."""
 
     async def repository_exists(self, repository: str) -> bool: ...
 

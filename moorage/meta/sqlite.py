@@ -20,11 +20,20 @@ from pathlib import Path
 from typing import TypeVar
 
 from moorage.meta.base import (
+    Actor,
+    ManifestNotFound,
     ManifestRecord,
     MissingReferences,
+    PolicyChange,
+    PolicyRecord,
     PutResult,
     Reference,
     ReferrerRecord,
+    Refusal,
+    TagAction,
+    TagEvent,
+    TagGuard,
+    TagRefused,
     Upload,
     UploadBusy,
     UploadNotFound,
@@ -59,6 +68,19 @@ def _manifest(row: tuple[str, str, bytes, str | None, str | None, str | None]) -
 
 def _upload(row: tuple[str, str, int, bytes | None, float, float, float]) -> Upload:
     return Upload(*row)
+
+
+_EVENT_FIELDS = (
+    "repository, tag, action, old_digest, new_digest, at, user, address, request_id, rule, reason"
+)
+_EVENT_COLUMNS = f"id, {_EVENT_FIELDS}"
+
+
+def _unless_refused(result: T | Refusal) -> T:
+    """Results of transactions that may end in a recorded refusal: raise it after commit."""
+    if isinstance(result, Refusal):
+        raise TagRefused(result)
+    return result
 
 
 _UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
@@ -200,14 +222,25 @@ class SQLiteMetadata:
 
     # -- manifests and tags -------------------------------------------------------------------
     async def put_manifest(
-        self, repository: str, manifest: ManifestRecord, tag: str | None
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        tag: str | None,
+        actor: Actor,
+        guard: TagGuard | None = None,
     ) -> PutResult:
-        def tx(conn: sqlite3.Connection) -> PutResult:
+        def tx(conn: sqlite3.Connection) -> PutResult | Refusal:
             repo_id = self._ensure_repo(conn, repository)
             missing = [r for r in manifest.references if not self._has(conn, repo_id, r)]
             if missing:
                 raise MissingReferences(missing)
             now = time.time()
+            current = None if tag is None else self._tag_digest(conn, repo_id, tag)
+            if tag is not None and guard is not None:
+                refusal = guard(tag, current, manifest.digest)
+                if refusal is not None:
+                    self._refused(conn, refusal, actor, now)
+                    return refusal
             conn.execute(
                 "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, "
                 "annotations, size, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -229,20 +262,76 @@ class SQLiteMetadata:
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(repo_id, manifest.digest, r.kind, r.digest) for r in manifest.references],
             )
-            if tag is None:
-                return PutResult()
-            row = conn.execute(
-                "SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag)
-            ).fetchone()
-            conn.execute(
-                "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
-                "updated_at = excluded.updated_at",
-                (repo_id, tag, manifest.digest, now),
-            )
-            return PutResult(previous_digest=None if row is None else row[0])
+            if tag is not None and current != manifest.digest:
+                self._point_tag(conn, repo_id, tag, manifest.digest, now)
+                action: TagAction = "created" if current is None else "moved"
+                self._record(conn, repository, tag, action, current, manifest.digest, actor, now)
+            return PutResult(previous_digest=current)
 
-        return await self._write(tx)
+        return _unless_refused(await self._write(tx))
+
+    @staticmethod
+    def _tag_digest(conn: sqlite3.Connection, repo_id: int, tag: str) -> str | None:
+        row = conn.execute(
+            "SELECT digest FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    @staticmethod
+    def _point_tag(
+        conn: sqlite3.Connection, repo_id: int, tag: str, digest: str, now: float
+    ) -> None:
+        conn.execute(
+            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
+            "updated_at = excluded.updated_at",
+            (repo_id, tag, digest, now),
+        )
+
+    @staticmethod
+    def _record(
+        conn: sqlite3.Connection,
+        repository: str,
+        tag: str,
+        action: TagAction,
+        old: str | None,
+        new: str | None,
+        actor: Actor,
+        now: float,
+        rule: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        conn.execute(
+            f"INSERT INTO tag_events ({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                repository,
+                tag,
+                action,
+                old,
+                new,
+                now,
+                actor.user,
+                actor.address,
+                actor.request_id,
+                rule,
+                reason,
+            ),
+        )
+
+    @classmethod
+    def _refused(cls, conn: sqlite3.Connection, refusal: Refusal, actor: Actor, now: float) -> None:
+        cls._record(
+            conn,
+            refusal.repository,
+            refusal.tag,
+            "refused",
+            refusal.current_digest,
+            refusal.attempted_digest,
+            actor,
+            now,
+            refusal.rule,
+            refusal.message,
+        )
 
     @staticmethod
     def _has(conn: sqlite3.Connection, repo_id: int, ref: Reference) -> bool:
@@ -273,27 +362,87 @@ class SQLiteMetadata:
         ).fetchone()
         return None if row is None else _manifest(row)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
-        def tx(conn: sqlite3.Connection) -> bool:
+    async def delete_manifest(
+        self, repository: str, digest: str, actor: Actor, guard: TagGuard | None = None
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool | Refusal:
             row = conn.execute(
                 "SELECT id FROM repositories WHERE name = ?", (repository,)
             ).fetchone()
             if row is None:
                 return False
-            args = (row[0], digest)
+            repo_id, now = row[0], time.time()
+            tags = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM tags WHERE repo_id = ? AND digest = ? ORDER BY name",
+                    (repo_id, digest),
+                )
+            ]
+            if guard is not None:
+                for tag in tags:
+                    refusal = guard(tag, digest, None)
+                    if refusal is not None:
+                        self._refused(conn, refusal, actor, now)
+                        return refusal
+            args = (repo_id, digest)
+            if not conn.execute(
+                "SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?", args
+            ).fetchone():
+                return False
+            for tag in tags:
+                self._record(conn, repository, tag, "deleted", digest, None, actor, now)
             conn.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", args)
             conn.execute("DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", args)
-            cur = conn.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", args)
-            return cur.rowcount > 0
+            conn.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", args)
+            return True
 
-        return await self._write(tx)
+        return _unless_refused(await self._write(tx))
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
-        return await self._change(
-            "DELETE FROM tags WHERE name = ? AND repo_id = "
-            "(SELECT id FROM repositories WHERE name = ?)",
-            (tag, repository),
-        )
+    async def delete_tag(
+        self, repository: str, tag: str, actor: Actor, guard: TagGuard | None = None
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool | Refusal:
+            row = conn.execute(
+                "SELECT id FROM repositories WHERE name = ?", (repository,)
+            ).fetchone()
+            current = None if row is None else self._tag_digest(conn, row[0], tag)
+            if current is None:
+                return False
+            now = time.time()
+            refusal = None if guard is None else guard(tag, current, None)
+            if refusal is not None:
+                self._refused(conn, refusal, actor, now)
+                return refusal
+            conn.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (row[0], tag))
+            self._record(conn, repository, tag, "deleted", current, None, actor, now)
+            return True
+
+        return _unless_refused(await self._write(tx))
+
+    async def restore_tag(
+        self, repository: str, tag: str, digest: str, actor: Actor, guard: TagGuard | None = None
+    ) -> str | None:
+        def tx(conn: sqlite3.Connection) -> tuple[str | None] | Refusal:
+            row = conn.execute(
+                "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id "
+                "WHERE r.name = ? AND m.digest = ?",
+                (repository, digest),
+            ).fetchone()
+            if row is None:
+                raise ManifestNotFound(f"{repository}@{digest}")
+            repo_id, now = row[0], time.time()
+            current = self._tag_digest(conn, repo_id, tag)
+            refusal = None if guard is None else guard(tag, current, digest)
+            if refusal is not None:
+                self._refused(conn, refusal, actor, now)
+                return refusal
+            if current != digest:
+                self._point_tag(conn, repo_id, tag, digest, now)
+                self._record(conn, repository, tag, "restored", current, digest, actor, now)
+            return (current,)
+
+        return _unless_refused(await self._write(tx))[0]
 
     async def repository_exists(self, repository: str) -> bool:
         return self._repo_id(repository) is not None
@@ -331,6 +480,80 @@ class SQLiteMetadata:
             args += (artifact_type,)
         rows = self._reader.execute(sql + " ORDER BY digest", args).fetchall()
         return [ReferrerRecord(*row) for row in rows]
+
+    # -- tag history --------------------------------------------------------------------------
+    def _events(self, where: str, args: tuple[object, ...]) -> list[TagEvent]:
+        rows = self._reader.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM tag_events WHERE {where}", args
+        ).fetchall()
+        return [TagEvent(*row) for row in rows]
+
+    async def tag_history(
+        self, repository: str, tag: str, limit: int | None, before: int | None
+    ) -> list[TagEvent]:
+        return self._events(
+            "repository = ? AND tag = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (repository, tag, before or 2**62, -1 if limit is None else limit),
+        )
+
+    async def tag_at(self, repository: str, tag: str, at: float) -> TagEvent | None:
+        events = self._events(
+            "repository = ? AND tag = ? AND at <= ? AND action != 'refused' "
+            "ORDER BY id DESC LIMIT 1",
+            (repository, tag, at),
+        )
+        return events[0] if events else None
+
+    async def digest_events(self, digest: str) -> list[TagEvent]:
+        return self._events(
+            "(new_digest = ? OR old_digest = ?) AND action != 'refused' ORDER BY id",
+            (digest, digest),
+        )
+
+    # -- tag policy ---------------------------------------------------------------------------
+    async def policy_version(self) -> int:
+        row = self._reader.execute("SELECT version FROM policy WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def get_policy(self) -> PolicyRecord | None:
+        row = self._reader.execute(
+            "SELECT document, version, source, source_hash, updated_at, user, address "
+            "FROM policy WHERE id = 1"
+        ).fetchone()
+        return None if row is None else PolicyRecord(*row)
+
+    async def set_policy(
+        self, document: str, actor: Actor, source: str, source_hash: str | None
+    ) -> int:
+        def tx(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT document, version FROM policy WHERE id = 1").fetchone()
+            old, version = (None, 0) if row is None else (row[0], int(row[1]))
+            now = time.time()
+            conn.execute(
+                "INSERT INTO policy (id, document, version, source, source_hash, updated_at, "
+                "user, address) VALUES (1, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                "document = excluded.document, version = excluded.version, "
+                "source = excluded.source, source_hash = excluded.source_hash, "
+                "updated_at = excluded.updated_at, user = excluded.user, "
+                "address = excluded.address",
+                (document, version + 1, source, source_hash, now, actor.user, actor.address),
+            )
+            conn.execute(
+                "INSERT INTO policy_changes (at, user, address, request_id, source, "
+                "old_document, new_document) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, actor.user, actor.address, actor.request_id, source, old, document),
+            )
+            return version + 1
+
+        return await self._write(tx)
+
+    async def policy_changes(self, limit: int | None) -> list[PolicyChange]:
+        rows = self._reader.execute(
+            "SELECT id, at, user, address, request_id, source, old_document, new_document "
+            "FROM policy_changes ORDER BY id DESC LIMIT ?",
+            (-1 if limit is None else limit,),
+        ).fetchall()
+        return [PolicyChange(*row) for row in rows]
 
     # -- uploads ------------------------------------------------------------------------------
     async def create_upload(self, upload: Upload) -> None:

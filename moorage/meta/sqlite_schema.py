@@ -64,6 +64,46 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX uploads_by_age ON uploads (updated_at);
     """,
+    """
+    CREATE TABLE tag_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        repository TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        action TEXT NOT NULL
+            CHECK (action IN ('created', 'moved', 'deleted', 'restored', 'refused')),
+        old_digest TEXT,
+        new_digest TEXT,
+        at REAL NOT NULL,
+        user TEXT,
+        address TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        rule TEXT,
+        reason TEXT
+    );
+    CREATE INDEX tag_events_by_tag ON tag_events (repository, tag, id);
+    CREATE INDEX tag_events_by_new_digest ON tag_events (new_digest) WHERE new_digest IS NOT NULL;
+    CREATE INDEX tag_events_by_old_digest ON tag_events (old_digest) WHERE old_digest IS NOT NULL;
+    CREATE TABLE policy (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        document TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        source_hash TEXT,
+        updated_at REAL NOT NULL,
+        user TEXT,
+        address TEXT NOT NULL
+    );
+    CREATE TABLE policy_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        user TEXT,
+        address TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        old_document TEXT,
+        new_document TEXT NOT NULL
+    );
+    """,
 ]
 
 

@@ -6,10 +6,18 @@ from dataclasses import dataclass
 
 from moorage.digest import Digest, is_digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import ManifestRecord, MetadataStore, MissingReferences, ReferrerRecord
+from moorage.meta.base import (
+    Actor,
+    ManifestRecord,
+    MetadataStore,
+    MissingReferences,
+    ReferrerRecord,
+    TagRefused,
+)
 from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
 from moorage.registry.manifests import parse_manifest
+from moorage.registry.tags import TagHistory, TagPolicies, denied
 from moorage.registry.uploads import Uploads
 from moorage.storage.base import StorageDriver
 
@@ -24,8 +32,15 @@ class Pushed:
 
 
 class Manifests:
-    def __init__(self, meta: MetadataStore, *, max_size: int = DEFAULT_MAX_MANIFEST_SIZE) -> None:
+    def __init__(
+        self,
+        meta: MetadataStore,
+        policies: TagPolicies,
+        *,
+        max_size: int = DEFAULT_MAX_MANIFEST_SIZE,
+    ) -> None:
         self.meta = meta
+        self.policies = policies
         self.max_size = max_size
 
     @staticmethod
@@ -46,7 +61,12 @@ class Manifests:
         return record
 
     async def put(
-        self, repository: str, reference: str, payload: bytes, content_type: str | None
+        self,
+        repository: str,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        actor: Actor,
     ) -> Pushed:
         if len(payload) > self.max_size:
             raise RegistryError(
@@ -67,8 +87,11 @@ class Manifests:
             tag = validate_tag(reference)
             digest = Digest.of(payload)
         record = parse_manifest(payload, content_type, digest)
+        guard = None if tag is None else await self.policies.guard(repository)
         try:
-            result = await self.meta.put_manifest(repository, record, tag)
+            result = await self.meta.put_manifest(repository, record, tag, actor, guard)
+        except TagRefused as exc:
+            raise denied(exc) from None
         except MissingReferences as exc:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
@@ -78,13 +101,18 @@ class Manifests:
             ) from None
         return Pushed(record, result.previous_digest)
 
-    async def delete(self, repository: str, reference: str) -> None:
-        if is_digest(reference):
-            deleted = await self.meta.delete_manifest(repository, str(Digest.parse(reference)))
-        elif is_valid_tag(reference):
-            deleted = await self.meta.delete_tag(repository, reference)
-        else:
-            deleted = False
+    async def delete(self, repository: str, reference: str, actor: Actor) -> None:
+        guard = await self.policies.guard(repository)
+        try:
+            if is_digest(reference):
+                digest = str(Digest.parse(reference))
+                deleted = await self.meta.delete_manifest(repository, digest, actor, guard)
+            elif is_valid_tag(reference):
+                deleted = await self.meta.delete_tag(repository, reference, actor, guard)
+            else:
+                deleted = False
+        except TagRefused as exc:
+            raise denied(exc) from None
         if not deleted:
             raise self._unknown(repository, reference)
 
@@ -113,7 +141,9 @@ class Registry:
         self.meta = meta
         self.blobs = Blobs(storage, meta)
         self.uploads = Uploads(storage, meta, ttl=upload_ttl, lease=upload_lease)
-        self.manifests = Manifests(meta, max_size=max_manifest_size)
+        self.policies = TagPolicies(meta)
+        self.history = TagHistory(meta, self.policies)
+        self.manifests = Manifests(meta, self.policies, max_size=max_manifest_size)
 
     async def repositories(self, limit: int | None, last: str | None) -> list[str]:
         return await self.meta.list_repositories(limit, last)

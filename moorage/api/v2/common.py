@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import re
+import uuid
 from urllib.parse import quote
 
 from aiohttp import web
 
 from moorage.api.errors import API_VERSION_HEADER
 from moorage.errors import ErrorCode, RegistryError
+from moorage.meta.base import Actor
 
 API_HEADERS = {API_VERSION_HEADER[0]: API_VERSION_HEADER[1]}
+
+#: Where the dispatcher leaves the authenticated user (None: anonymous) for the handlers.
+USER_KEY = web.RequestKey("user", str)
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def actor(request: web.Request) -> Actor:
+    """Who makes a change: user, client address, and the request id (the client's, if sane)."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    return Actor(request.get(USER_KEY), request.remote or "unknown", request_id)
 
 
 def pagination(request: web.Request) -> tuple[int | None, str | None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from moorage.api.v2.common import API_HEADERS, read_body
+from moorage.api.v2.common import API_HEADERS, REQUEST_ID_HEADER, actor, read_body
 from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.manifests import accepts
 from moorage.registry.service import Registry
@@ -37,8 +37,9 @@ async def put_manifest(
     request: web.Request, registry: Registry, name: str, reference: str
 ) -> web.StreamResponse:
     payload = await read_body(request, registry.manifests.max_size, "manifest")
+    who = actor(request)
     pushed = await registry.manifests.put(
-        name, reference, payload, request.headers.get("Content-Type")
+        name, reference, payload, request.headers.get("Content-Type"), who
     )
     digest = pushed.manifest.digest
     headers = {
@@ -46,6 +47,7 @@ async def put_manifest(
         "Location": f"/v2/{name}/manifests/{digest}",
         "Docker-Content-Digest": digest,
         "Content-Length": "0",
+        REQUEST_ID_HEADER: who.request_id,
     }
     if pushed.manifest.subject is not None:
         headers["OCI-Subject"] = pushed.manifest.subject
@@ -55,5 +57,9 @@ async def put_manifest(
 async def delete_manifest(
     request: web.Request, registry: Registry, name: str, reference: str
 ) -> web.StreamResponse:
-    await registry.manifests.delete(name, reference)
-    return web.Response(status=202, headers={**API_HEADERS, "Content-Length": "0"})
+    who = actor(request)
+    await registry.manifests.delete(name, reference, who)
+    return web.Response(
+        status=202,
+        headers={**API_HEADERS, "Content-Length": "0", REQUEST_ID_HEADER: who.request_id},
+    )

@@ -1,0 +1,179 @@
+"""Tag policies in force, the guard that enforces them, and the history of every tag.
+
+The policy lives in the metadata store (so every worker and replica enforces the same one);
+each process keeps the parsed rules and re-reads them only when the stored version changes.
+The guard runs inside the metadata transaction that changes a tag, so the check and the write
+are one atomic step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from moorage.errors import ErrorCode, RegistryError
+from moorage.meta.base import (
+    Actor,
+    ManifestNotFound,
+    MetadataStore,
+    PolicyChange,
+    Refusal,
+    TagEvent,
+    TagGuard,
+    TagRefused,
+)
+from moorage.policy import Decision, Policy, PolicyError
+
+
+def denied(exc: TagRefused) -> RegistryError:
+    """The OCI error a client sees for a refused tag change."""
+    refusal = exc.refusal
+    return RegistryError(
+        ErrorCode.DENIED,
+        refusal.message,
+        detail={
+            "repository": refusal.repository,
+            "tag": refusal.tag,
+            "digest": refusal.current_digest,
+            "attempted": refusal.attempted_digest,
+            "rule": refusal.rule,
+        },
+    )
+
+
+def _refusal(
+    repository: str, tag: str, decision: Decision, current: str, new: str | None
+) -> Refusal:
+    what = f"moved to {new}" if new is not None else "deleted"
+    return Refusal(
+        repository=repository,
+        tag=tag,
+        current_digest=current,
+        attempted_digest=new,
+        rule=decision.rule.name if decision.rule else None,
+        message=(
+            f"tag {repository}:{tag} is immutable ({decision.reason}) and points at "
+            f"{current}; it cannot be {what}. Push to a new tag instead."
+        ),
+    )
+
+
+def make_guard(policy: Policy, repository: str) -> TagGuard:
+    """A guard refusing any change that moves or deletes an immutable tag.
+
+    Creating a tag, and re-pushing the digest it already holds, are always allowed.
+    """
+
+    def guard(tag: str, current: str | None, new: str | None) -> Refusal | None:
+        if current is None or current == new:
+            return None
+        decision = policy.decide(repository, tag)
+        if not decision.immutable:
+            return None
+        return _refusal(repository, tag, decision, current, new)
+
+    return guard
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    policy: Policy
+    version: int
+
+
+class TagPolicies:
+    def __init__(self, meta: MetadataStore) -> None:
+        self.meta = meta
+        self._state = PolicyState(Policy(), 0)
+
+    async def current(self) -> PolicyState:
+        """The policy in force; a cheap version check, re-parsed only after a change."""
+        version = await self.meta.policy_version()
+        if version != self._state.version:
+            record = await self.meta.get_policy()
+            if record is not None:
+                self._state = PolicyState(Policy.from_json(record.document), record.version)
+        return self._state
+
+    async def guard(self, repository: str) -> TagGuard:
+        return make_guard((await self.current()).policy, repository)
+
+    async def check(self, repository: str, tag: str) -> Decision:
+        return (await self.current()).policy.decide(repository, tag)
+
+    async def replace(self, policy: Policy, actor: Actor, source: str) -> int:
+        return await self.meta.set_policy(policy.to_json(), actor, source, None)
+
+    async def apply_configured(self, policy: Policy, actor: Actor, source: str) -> bool:
+        """Install the configuration file's policy if it changed since it was last installed.
+
+        Changes made through the API stay in force until the file's policy itself changes.
+        """
+        document = policy.to_json()
+        digest = hashlib.sha256(document.encode()).hexdigest()
+        record = await self.meta.get_policy()
+        if record is not None and record.source_hash == digest:
+            return False
+        await self.meta.set_policy(document, actor, source, digest)
+        return True
+
+    async def changes(self, limit: int | None) -> list[PolicyChange]:
+        return await self.meta.policy_changes(limit)
+
+
+def parse_policy(document: object) -> Policy:
+    try:
+        return Policy.from_dict(document)
+    except PolicyError as exc:
+        raise RegistryError(ErrorCode.POLICY_INVALID, str(exc)) from None
+
+
+@dataclass(frozen=True)
+class TagSummary:
+    """A tag that pointed at a digest: when it first did, when it last stopped, and now."""
+
+    repository: str
+    tag: str
+    first_at: float
+    until: float | None
+    current: bool
+
+
+class TagHistory:
+    def __init__(self, meta: MetadataStore, policies: TagPolicies) -> None:
+        self.meta = meta
+        self.policies = policies
+
+    async def events(
+        self, repository: str, tag: str, limit: int | None, before: int | None
+    ) -> list[TagEvent]:
+        return await self.meta.tag_history(repository, tag, limit, before)
+
+    async def at(self, repository: str, tag: str, when: float) -> TagEvent | None:
+        return await self.meta.tag_at(repository, tag, when)
+
+    async def tags_for(self, digest: str) -> list[TagSummary]:
+        """Every tag that ever pointed at ``digest``, oldest first."""
+        spans: dict[tuple[str, str], list[float | None]] = {}
+        for event in await self.meta.digest_events(digest):
+            key = (event.repository, event.tag)
+            if event.new_digest == digest:
+                span = spans.setdefault(key, [event.at, None])
+                span[1] = None
+            elif key in spans:
+                spans[key][1] = event.at
+        return [
+            TagSummary(repo, tag, float(first or 0), until, until is None)
+            for (repo, tag), (first, until) in spans.items()
+        ]
+
+    async def restore(self, repository: str, tag: str, digest: str, actor: Actor) -> str | None:
+        guard = await self.policies.guard(repository)
+        try:
+            return await self.meta.restore_tag(repository, tag, digest, actor, guard)
+        except ManifestNotFound:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN, f"{repository} has no manifest {digest}"
+            ) from None
+        except TagRefused as exc:
+            raise denied(exc) from None
