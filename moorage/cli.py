@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moorage import __version__
+from moorage.commands import policy, tags
+from moorage.commands.client import ApiError, Client
 from moorage.config import ConfigError, load_settings
 
 
@@ -36,11 +38,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--access-log", dest="log_access", action="store_const", const=True, help="log requests"
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--registry", help="registry URL (default $MOORAGE_REGISTRY or http://127.0.0.1:5000)"
+    )
+    common.add_argument("--user", help="basic-auth user (default $MOORAGE_USER)")
+    common.add_argument("--ca-file", help="CA certificate for HTTPS (default $MOORAGE_CA_FILE)")
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tags.add_parser(commands, common)
+    policy.add_parser(commands, common)
     return parser
+
+
+def _run_remote(args: argparse.Namespace) -> int:
+    """Commands that talk to a running registry; the password comes from $MOORAGE_PASSWORD."""
+    client = Client.from_env(args.registry, args.user, args.ca_file)
+    try:
+        args.run(client, args)
+    except ApiError as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command != "serve":
+        return _run_remote(args)
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         settings = load_settings(args.config, overrides=overrides)

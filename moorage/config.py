@@ -7,12 +7,15 @@ setting ``uploads_ttl``, the variable ``MOORAGE_UPLOADS_TTL`` and the flag ``--u
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from moorage.policy import Policy, PolicyError
 
 
 class ConfigError(Exception):
@@ -35,6 +38,8 @@ class Settings:
     auth_htpasswd: Path | None = None
     #: With auth enabled, let anonymous clients pull.
     auth_anonymous_pull: bool = False
+    #: With auth enabled, the users who may change the tag policy.
+    auth_admins: list[str] = field(default_factory=list)
     #: Allow DELETE of manifests, tags and blobs.
     delete_enabled: bool = True
     #: Mount a blob the registry already holds when a client asks without ``from``.
@@ -49,6 +54,10 @@ class Settings:
     #: Log every request (off by default: it costs throughput).
     log_access: bool = False
     log_level: str = "INFO"
+    #: Tag policy from the config file (``[policy]`` with ``default`` and ``[[policy.rules]]``).
+    #: None leaves the policy in the metadata store as it is.
+    policy_default: str | None = None
+    policy_rules: list[dict[str, Any]] | None = None
 
     @property
     def host(self) -> str:
@@ -64,6 +73,17 @@ class Settings:
     @property
     def database(self) -> Path:
         return self.data / "moorage.db"
+
+    def configured_policy(self) -> Policy | None:
+        """The policy the configuration declares, or None if it declares none."""
+        if self.policy_default is None and self.policy_rules is None:
+            return None
+        try:
+            return Policy.from_dict(
+                {"default": self.policy_default or "mutable", "rules": self.policy_rules or []}
+            )
+        except PolicyError as exc:
+            raise ConfigError(f"invalid [policy]: {exc}") from None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -92,8 +112,17 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         if kind in ("Path", "Path | None"):
             return Path(str(value)) if str(value) else None
+        if kind.startswith("list["):
+            if isinstance(value, str):
+                # From the environment: JSON, or for a list of names, comma-separated.
+                value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+            if not isinstance(value, list):
+                raise ValueError(value)
+            if kind == "list[str]":
+                return [str(item).strip() for item in value if str(item).strip()]
+            return value
         return str(value)
-    except ValueError:
+    except ValueError:  # json.JSONDecodeError included
         raise ConfigError(f"invalid value {value!r} for setting {name} ({kind})") from None
 
 
@@ -101,7 +130,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}".replace("-", "_")
-        if isinstance(value, dict):
+        if isinstance(value, dict) and name != "policy_rules":
             flat.update(_flatten(value, f"{name}_"))
         else:
             flat[name] = value
@@ -144,4 +173,5 @@ def load_settings(
     if settings.storage_driver == "memory" and settings.workers != 1:
         raise ConfigError("the memory storage driver cannot be shared: use workers = 1")
     settings.port  # noqa: B018 - validates listen
+    settings.configured_policy()  # validates [policy]
     return settings

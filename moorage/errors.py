@@ -40,6 +40,7 @@ class ErrorCode(Enum):
     UNKNOWN = _Code(500, "unknown error")
     # moorage's extension API (/v2/_moorage/...).
     POLICY_INVALID = _Code(400, "invalid tag policy")
+    PARAMETER_INVALID = _Code(400, "invalid or missing query parameter")
     EXTENSION_UNKNOWN = _Code(404, "extension is unknown")
 
     @property

@@ -42,3 +42,14 @@ def validate_tag(tag: str) -> str:
             "not starting with '.' or '-'",
         )
     return tag
+
+
+def split_tagged(reference: str) -> tuple[str, str]:
+    """``team/app:today`` -> (``team/app``, ``today``), both validated; ValueError otherwise."""
+    name, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        raise ValueError(f"expected REPOSITORY:TAG, not {reference!r}")
+    try:
+        return validate_name(name), validate_tag(tag)
+    except RegistryError as exc:
+        raise ValueError(exc.message) from None

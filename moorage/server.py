@@ -27,6 +27,7 @@ from aiohttp import web
 
 from moorage.api.app import create_app
 from moorage.config import Settings
+from moorage.meta.base import Actor
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.registry.service import Registry
 from moorage.storage.base import StorageDriver
@@ -86,8 +87,22 @@ def bind(settings: Settings, count: int) -> list[socket.socket]:
     return sockets
 
 
+CONFIG_ACTOR = Actor(None, "config", "startup")
+
+
+async def install_configured_policy(registry: Registry, settings: Settings) -> None:
+    """Put the config file's tag policy in force if it changed since it was last installed."""
+    policy = settings.configured_policy()
+    if policy is not None and await registry.policies.apply_configured(
+        policy, CONFIG_ACTOR, "configuration"
+    ):
+        log.info("tag policy from the configuration installed (%d rules)", len(policy.rules))
+
+
 async def _serve_worker(settings: Settings, sock: socket.socket) -> None:
     registry = build_registry(settings)
+    if settings.storage_driver == "memory":  # its metadata is this process's own
+        await install_configured_policy(registry, settings)
     app = create_app(registry, settings)
     runner = web.AppRunner(
         app,
@@ -111,11 +126,19 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
 
 
 def _prepare(settings: Settings) -> None:
-    """Create the data directory and bring the database schema up to date, once."""
+    """Once, before the workers start: create the data directory, bring the database schema
+    up to date, and install the configured tag policy."""
     if settings.storage_driver == "filesystem":
         settings.data.mkdir(parents=True, exist_ok=True)
-        meta = SQLiteMetadata(settings.database)
-        asyncio.run(meta.close())
+
+        async def prepare() -> None:
+            registry = build_registry(settings)
+            try:
+                await install_configured_policy(registry, settings)
+            finally:
+                await registry.close()
+
+        asyncio.run(prepare())
 
 
 def serve(settings: Settings, ready: Any = None) -> int:

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from moorage.api import extension
 from moorage.api.auth import Action, Authenticator
 from moorage.api.errors import exception_response
 from moorage.api.v2 import blobs, listing, manifests, uploads
 from moorage.api.v2.common import API_HEADERS, USER_KEY
-from moorage.api.v2.paths import Kind, parse_path
+from moorage.api.v2.paths import parse_path
 from moorage.config import Settings
 from moorage.errors import ErrorCode, RegistryError
 from moorage.names import validate_name
@@ -36,13 +37,15 @@ _PURGE_INTERVAL = 600.0
 
 
 class V2Api:
-    """Entry points for /v2/, /v2/_catalog and /v2/<name>/..."""
+    """Entry points for /v2/ and everything under it."""
 
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
-        self.auth = Authenticator(settings.auth_htpasswd, settings.auth_anonymous_pull)
-        self._routes: dict[tuple[Kind, str], tuple[Handler, Action]] = {
+        self.auth = Authenticator(
+            settings.auth_htpasswd, settings.auth_anonymous_pull, frozenset(settings.auth_admins)
+        )
+        self._routes: dict[tuple[str, str], tuple[Handler, Action]] = {
             ("manifest", "GET"): (manifests.get_manifest, "pull"),
             ("manifest", "HEAD"): (manifests.get_manifest, "pull"),
             ("manifest", "PUT"): (manifests.put_manifest, "push"),
@@ -57,6 +60,19 @@ class V2Api:
             ("upload", "DELETE"): (uploads.cancel_upload, "push"),
             ("tags", "GET"): (listing.list_tags, "pull"),
             ("referrers", "GET"): (listing.referrers, "pull"),
+            ("catalog", "GET"): (listing.catalog, "pull"),
+            # The _moorage extension (moorage/api/extension.py).
+            ("registry _oci/ext/discover", "GET"): (extension.discover, "pull"),
+            ("repository _oci/ext/discover", "GET"): (extension.discover, "pull"),
+            ("registry _moorage/docs", "GET"): (extension.docs, "pull"),
+            ("repository _moorage/tags/history", "GET"): (extension.tag_history, "pull"),
+            ("repository _moorage/tags/at", "GET"): (extension.tag_at, "pull"),
+            ("repository _moorage/tags/restore", "POST"): (extension.tag_restore, "push"),
+            ("registry _moorage/tags/digest", "GET"): (extension.digest_tags, "pull"),
+            ("registry _moorage/policy/rules", "GET"): (extension.get_policy, "pull"),
+            ("registry _moorage/policy/rules", "PUT"): (extension.put_policy, "admin"),
+            ("registry _moorage/policy/check", "GET"): (extension.check_policy, "pull"),
+            ("registry _moorage/policy/changes", "GET"): (extension.policy_changes, "pull"),
         }
 
     async def _start_upload(
@@ -71,20 +87,19 @@ class V2Api:
             return exception_response(exc)
         return web.json_response({}, headers=API_HEADERS)
 
-    async def catalog(self, request: web.Request) -> web.StreamResponse:
-        try:
-            await self.auth.authenticate(request.headers.get("Authorization"), "pull")
-            return await listing.catalog(request, self.registry)
-        except Exception as exc:
-            return exception_response(exc)
-
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         route = parse_path(request.match_info["tail"])
         try:
             if route is None:
                 raise RegistryError(ErrorCode.UNSUPPORTED, "no such endpoint", status=404)
-            entry = self._routes.get((route.kind, request.method))
+            entry = self._routes.get((route.endpoint, request.method))
             if entry is None:
+                if route.kind == "extension" and not any(
+                    endpoint == route.endpoint for endpoint, _ in self._routes
+                ):
+                    raise RegistryError(
+                        ErrorCode.EXTENSION_UNKNOWN, f"unknown extension {route.reference}"
+                    )
                 raise RegistryError(
                     ErrorCode.UNSUPPORTED, f"{request.method} is not supported here"
                 )
@@ -95,7 +110,8 @@ class V2Api:
                 user = await self.auth.authenticate(request.headers.get("Authorization"), action)
                 if user is not None:
                     request[USER_KEY] = user
-            validate_name(route.name)
+            if route.name:
+                validate_name(route.name)
             return await handler(request, self.registry, route.name, route.reference)
         except UploadOutOfOrder as exc:
             exc.headers.update(
@@ -123,7 +139,6 @@ def create_app(registry: Registry, settings: Settings) -> web.Application:
     app[REGISTRY] = registry
     api = V2Api(registry, settings)
     app.router.add_get("/v2/", api.base)
-    app.router.add_get("/v2/_catalog", api.catalog)
     app.router.add_route("*", "/v2/{tail:.+}", api.dispatch)
 
     async def background(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ import bcrypt
 
 from moorage.errors import ErrorCode, RegistryError
 
-Action = Literal["pull", "push", "delete"]
+Action = Literal["pull", "push", "delete", "admin"]
 
 REALM = "moorage"
 _CACHE_SECONDS = 60.0
@@ -47,9 +47,12 @@ def load_htpasswd(path: Path) -> dict[str, bytes]:
 
 
 class Authenticator:
-    def __init__(self, htpasswd: Path | None, anonymous_pull: bool) -> None:
+    def __init__(
+        self, htpasswd: Path | None, anonymous_pull: bool, admins: frozenset[str] = frozenset()
+    ) -> None:
         self.htpasswd = htpasswd
         self.anonymous_pull = anonymous_pull
+        self.admins = admins
         self._users: dict[str, bytes] = {}
         self._mtime: float | None = None
         self._verified: dict[bytes, tuple[str, float]] = {}
@@ -98,11 +101,16 @@ class Authenticator:
         now = time.monotonic()
         cached = self._verified.get(key)
         if cached is not None and cached[1] > now:
-            return cached[0]
-        user = await self._verify(header)
-        if len(self._verified) >= _CACHE_MAX:
-            self._verified.clear()
-        self._verified[key] = (user, now + _CACHE_SECONDS)
+            user = cached[0]
+        else:
+            user = await self._verify(header)
+            if len(self._verified) >= _CACHE_MAX:
+                self._verified.clear()
+            self._verified[key] = (user, now + _CACHE_SECONDS)
+        if action == "admin" and user not in self.admins:
+            raise RegistryError(
+                ErrorCode.DENIED, f"user {user!r} is not an administrator (auth.admins)"
+            )
         return user
 
     async def _verify(self, header: str) -> str:

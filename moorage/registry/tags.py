@@ -44,7 +44,7 @@ def denied(exc: TagRefused) -> RegistryError:
 def _refusal(
     repository: str, tag: str, decision: Decision, current: str, new: str | None
 ) -> Refusal:
-    what = f"moved to {new}" if new is not None else "deleted"
+    what = f"moved to {new}; push to a new tag instead" if new is not None else "deleted"
     return Refusal(
         repository=repository,
         tag=tag,
@@ -53,7 +53,7 @@ def _refusal(
         rule=decision.rule.name if decision.rule else None,
         message=(
             f"tag {repository}:{tag} is immutable ({decision.reason}) and points at "
-            f"{current}; it cannot be {what}. Push to a new tag instead."
+            f"{current}; it cannot be {what}"
         ),
     )
 
@@ -128,15 +128,14 @@ def parse_policy(document: object) -> Policy:
         raise RegistryError(ErrorCode.POLICY_INVALID, str(exc)) from None
 
 
-@dataclass(frozen=True)
-class TagSummary:
-    """A tag that pointed at a digest: when it first did, when it last stopped, and now."""
+@dataclass
+class TagSpan:
+    """A period during which a tag pointed at a digest; ``until`` is None while it still does."""
 
     repository: str
     tag: str
-    first_at: float
-    until: float | None
-    current: bool
+    since: float
+    until: float | None = None
 
 
 class TagHistory:
@@ -152,20 +151,19 @@ class TagHistory:
     async def at(self, repository: str, tag: str, when: float) -> TagEvent | None:
         return await self.meta.tag_at(repository, tag, when)
 
-    async def tags_for(self, digest: str) -> list[TagSummary]:
-        """Every tag that ever pointed at ``digest``, oldest first."""
-        spans: dict[tuple[str, str], list[float | None]] = {}
+    async def tags_for(self, digest: str) -> list[TagSpan]:
+        """Every period in which a tag pointed at ``digest``, oldest first."""
+        spans: list[TagSpan] = []
+        open_spans: dict[tuple[str, str], TagSpan] = {}
         for event in await self.meta.digest_events(digest):
             key = (event.repository, event.tag)
+            if event.old_digest == digest and key in open_spans:
+                open_spans.pop(key).until = event.at
             if event.new_digest == digest:
-                span = spans.setdefault(key, [event.at, None])
-                span[1] = None
-            elif key in spans:
-                spans[key][1] = event.at
-        return [
-            TagSummary(repo, tag, float(first or 0), until, until is None)
-            for (repo, tag), (first, until) in spans.items()
-        ]
+                span = TagSpan(event.repository, event.tag, event.at)
+                spans.append(span)
+                open_spans[key] = span
+        return spans
 
     async def restore(self, repository: str, tag: str, digest: str, actor: Actor) -> str | None:
         guard = await self.policies.guard(repository)

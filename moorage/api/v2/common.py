@@ -41,8 +41,9 @@ def pagination(request: web.Request) -> tuple[int | None, str | None]:
     return limit, last
 
 
-def next_link(path: str, limit: int, last: str) -> str:
-    return f'<{path}?last={quote(last, safe="")}&n={limit}>; rel="next"'
+def next_link(path: str, limit: int, last: str, extra: dict[str, str] | None = None) -> str:
+    query = "".join(f"{k}={quote(v, safe='')}&" for k, v in (extra or {}).items())
+    return f'<{path}?{query}last={quote(last, safe="")}&n={limit}>; rel="next"'
 
 
 def content_length(request: web.Request) -> int | None:

@@ -38,7 +38,9 @@ async def list_tags(
     return _json({"name": name, "tags": tags}, headers)
 
 
-async def catalog(request: web.Request, registry: Registry) -> web.StreamResponse:
+async def catalog(
+    request: web.Request, registry: Registry, _name: str, _ref: str
+) -> web.StreamResponse:
     limit, last = pagination(request)
     names = await registry.repositories(None if limit is None else limit + 1, last)
     names, headers = _page(names, limit, request.path)

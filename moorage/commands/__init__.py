@@ -1,0 +1,1 @@
+"""Sub-commands of the ``moorage`` CLI that talk to a running registry."""

@@ -1,0 +1,34 @@
+"""Timestamps as the API and the CLI show and accept them: ISO 8601 in UTC."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+
+def format_time(timestamp: float) -> str:
+    """``2026-05-12T10:00:00.123Z``"""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 (``2026-05-12T10:00Z``, an offset, or none meaning UTC; a date alone is its
+    midnight) or Unix seconds. Raises ValueError with a message for anything else."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid time {text[:60]!r}: use ISO 8601 such as 2026-05-12T10:00Z, or Unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
