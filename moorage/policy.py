@@ -77,10 +77,16 @@ class Pattern:
         return self.regex.fullmatch(value) is not None
 
 
-def _patterns(value: Any, where: str, *, segments: bool) -> tuple[Pattern, ...]:
+def _patterns(
+    value: Any, where: str, *, segments: bool, may_be_empty: bool = False
+) -> tuple[Pattern, ...]:
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+    if (
+        not isinstance(value, list | tuple)
+        or not all(isinstance(v, str) and v for v in value)
+        or not (value or may_be_empty)
+    ):
         raise PolicyError(f"{where} must be a pattern or a list of non-empty patterns")
     patterns = tuple(Pattern(v, segments) for v in value)
     for pattern in patterns:
@@ -130,7 +136,10 @@ class Rule:
             ),
             tags=_patterns(value.get("tags", "*"), f"{where}: tags", segments=False),
             except_tags=_patterns(
-                value.get("except_tags", []), f"{where}: except_tags", segments=False
+                value.get("except_tags", []),
+                f"{where}: except_tags",
+                segments=False,
+                may_be_empty=True,
             ),
             description=description,
         )

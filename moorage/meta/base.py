@@ -118,6 +118,7 @@ class PolicyRecord:
     document: str
     version: int
     source: str
+    #: Hash of the configuration file's policy last installed (kept across API changes).
     source_hash: str | None
     updated_at: float
     user: str | None

@@ -102,7 +102,10 @@ class TagPolicies:
         return (await self.current()).policy.decide(repository, tag)
 
     async def replace(self, policy: Policy, actor: Actor, source: str) -> int:
-        return await self.meta.set_policy(policy.to_json(), actor, source, None)
+        record = await self.meta.get_policy()
+        # Keep the configured policy's hash: the file is re-applied only once it changes.
+        configured = None if record is None else record.source_hash
+        return await self.meta.set_policy(policy.to_json(), actor, source, configured)
 
     async def apply_configured(self, policy: Policy, actor: Actor, source: str) -> bool:
         """Install the configuration file's policy if it changed since it was last installed.

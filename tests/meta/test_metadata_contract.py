@@ -20,7 +20,6 @@ from moorage.meta.base import (
 )
 from tests.meta.conftest import Opener
 
-
 ACTOR = Actor("tester", "127.0.0.1", "request-1")
 
 

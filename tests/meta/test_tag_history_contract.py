@@ -1,0 +1,186 @@
+"""Tag history, guards and the stored policy (moorage.meta.base), against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from moorage.meta.base import (
+    Actor,
+    ManifestNotFound,
+    MetadataStore,
+    Refusal,
+    TagGuard,
+    TagRefused,
+)
+from tests.meta.conftest import Opener
+from tests.meta.test_metadata_contract import ACTOR, manifest
+
+ALICE = Actor("alice", "10.0.0.7", "req-alice")
+
+
+def freeze(*tags: str) -> TagGuard:
+    """A guard that refuses moving or deleting ``tags`` once they exist."""
+
+    def guard(tag: str, current: str | None, new: str | None) -> Refusal | None:
+        if tag in tags and current is not None and current != new:
+            return Refusal("repo", tag, current, new, "frozen", f"{tag} is frozen")
+        return None
+
+    return guard
+
+
+async def test_changes_are_recorded(meta: MetadataStore) -> None:
+    one, two = manifest("one"), manifest("two")
+    await meta.put_manifest("repo", one, "t", ACTOR)
+    await meta.put_manifest("repo", one, "t", ACTOR)  # no change, no event
+    await meta.put_manifest("repo", two, "t", ALICE)
+    await meta.delete_tag("repo", "t", ACTOR)
+    assert await meta.restore_tag("repo", "t", one.digest, ALICE) is None
+    events = await meta.tag_history("repo", "t", None, None)
+    assert [(e.action, e.old_digest, e.new_digest) for e in events] == [
+        ("restored", None, one.digest),
+        ("deleted", two.digest, None),
+        ("moved", one.digest, two.digest),
+        ("created", None, one.digest),
+    ]
+    moved = events[2]
+    assert (moved.user, moved.address, moved.request_id) == ("alice", "10.0.0.7", "req-alice")
+    assert abs(moved.at - time.time()) < 60
+    assert [e.id for e in events] == sorted((e.id for e in events), reverse=True)
+    page = await meta.tag_history("repo", "t", 2, events[1].id)
+    assert [e.action for e in page] == ["moved", "created"]
+    assert await meta.tag_history("repo", "other", None, None) == []
+
+
+async def test_deleting_a_manifest_records_its_tags(meta: MetadataStore) -> None:
+    record = manifest("m")
+    await meta.put_manifest("repo", record, "a", ACTOR)
+    await meta.put_manifest("repo", record, "b", ACTOR)
+    assert await meta.delete_manifest("repo", record.digest, ALICE)
+    for tag in ("a", "b"):
+        latest = (await meta.tag_history("repo", tag, 1, None))[0]
+        assert (latest.action, latest.old_digest, latest.user) == (
+            "deleted",
+            record.digest,
+            "alice",
+        )
+
+
+async def test_refusals_change_nothing_but_are_recorded(meta: MetadataStore) -> None:
+    one, two = manifest("one"), manifest("two")
+    guard = freeze("v1")
+    await meta.put_manifest("repo", one, "v1", ACTOR, guard)
+    await meta.put_manifest("repo", one, "v1", ACTOR, guard)  # same digest: allowed
+    with pytest.raises(TagRefused) as info:
+        await meta.put_manifest("repo", two, "v1", ALICE, guard)
+    assert info.value.refusal.attempted_digest == two.digest
+    assert await meta.get_manifest("repo", two.digest) is None  # not stored either
+    assert await meta.delete_tag("repo", "missing", ALICE, guard) is False
+    with pytest.raises(TagRefused):
+        await meta.delete_tag("repo", "v1", ALICE, guard)
+    with pytest.raises(TagRefused):
+        await meta.delete_manifest("repo", one.digest, ALICE, guard)
+    await meta.put_manifest("repo", two, None, ACTOR)  # untagged
+    with pytest.raises(TagRefused):
+        await meta.restore_tag("repo", "v1", two.digest, ALICE, guard)
+    resolved = await meta.resolve_tag("repo", "v1")
+    assert resolved is not None and resolved.digest == one.digest
+    events = await meta.tag_history("repo", "v1", None, None)
+    assert [e.action for e in events] == ["refused", "refused", "refused", "refused", "created"]
+    assert [e.new_digest for e in events[:4]] == [two.digest, None, None, two.digest]
+    assert all(e.rule == "frozen" and e.reason == "v1 is frozen" for e in events[:4])
+    assert await meta.tag_at("repo", "v1", time.time() + 1) == events[-1]
+
+
+async def test_restore_needs_a_manifest_of_the_repository(meta: MetadataStore) -> None:
+    record = manifest("elsewhere")
+    await meta.put_manifest("other", record, None, ACTOR)
+    with pytest.raises(ManifestNotFound):
+        await meta.restore_tag("repo", "t", record.digest, ACTOR)
+
+
+async def test_tag_at_a_time(meta: MetadataStore) -> None:
+    one, two = manifest("one"), manifest("two")
+    before = time.time() - 1
+    await meta.put_manifest("repo", one, "t", ACTOR)
+    await asyncio.sleep(0.02)
+    middle = time.time()
+    await asyncio.sleep(0.02)
+    await meta.put_manifest("repo", two, "t", ACTOR)
+    await asyncio.sleep(0.02)
+    moved = time.time()
+    await asyncio.sleep(0.02)
+    await meta.delete_tag("repo", "t", ACTOR)
+    assert await meta.tag_at("repo", "t", before) is None
+    at_middle = await meta.tag_at("repo", "t", middle)
+    assert at_middle is not None and at_middle.new_digest == one.digest
+    at_moved = await meta.tag_at("repo", "t", moved)
+    assert at_moved is not None and at_moved.new_digest == two.digest
+    now = await meta.tag_at("repo", "t", time.time() + 1)
+    assert now is not None and now.action == "deleted" and now.new_digest is None
+
+
+async def test_digest_events_span_repositories(meta: MetadataStore) -> None:
+    one, two = manifest("one"), manifest("two")
+    await meta.put_manifest("a", one, "x", ACTOR)
+    await meta.put_manifest("b", one, "y", ACTOR)
+    await meta.put_manifest("a", two, "x", ACTOR)
+    events = await meta.digest_events(one.digest)
+    assert [(e.repository, e.tag, e.action) for e in events] == [
+        ("a", "x", "created"),
+        ("b", "y", "created"),
+        ("a", "x", "moved"),
+    ]
+
+
+async def test_policy_is_versioned_and_its_changes_recorded(meta: MetadataStore) -> None:
+    assert await meta.policy_version() == 0
+    assert await meta.get_policy() is None
+    assert await meta.set_policy('{"v": 1}', ALICE, "api", None) == 1
+    assert await meta.set_policy('{"v": 2}', ACTOR, "configuration", "hash") == 2
+    record = await meta.get_policy()
+    assert record is not None
+    assert (record.document, record.version, record.source, record.source_hash) == (
+        '{"v": 2}',
+        2,
+        "configuration",
+        "hash",
+    )
+    assert (record.user, record.address) == ("tester", "127.0.0.1")
+    changes = await meta.policy_changes(None)
+    assert [(c.old_document, c.new_document, c.source) for c in changes] == [
+        ('{"v": 1}', '{"v": 2}', "configuration"),
+        (None, '{"v": 1}', "api"),
+    ]
+    assert changes[1].user == "alice" and changes[1].request_id == "req-alice"
+    assert len(await meta.policy_changes(1)) == 1
+
+
+async def test_guarded_tag_writes_race_atomically(open_meta: Opener) -> None:
+    """Handles racing to create one frozen tag with different digests: exactly one wins."""
+    handles = [open_meta() for _ in range(4)]
+    try:
+        records = [manifest(f"racer-{i}") for i in range(8)]
+        guard = freeze("v1")
+        results = await asyncio.gather(
+            *(
+                handles[i % 4].put_manifest("repo", record, "v1", ACTOR, guard)
+                for i, record in enumerate(records)
+            ),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        assert len(winners) == 1
+        assert all(isinstance(r, TagRefused) for r in results if r not in winners)
+        resolved = await handles[0].resolve_tag("repo", "v1")
+        winner = records[results.index(winners[0])]
+        assert resolved is not None and resolved.digest == winner.digest
+        events = await handles[0].tag_history("repo", "v1", None, None)
+        assert sorted(e.action for e in events) == ["created"] + ["refused"] * 7
+        assert all(e.old_digest == winner.digest for e in events if e.action == "refused")
+    finally:
+        for handle in handles:
+            await handle.close()
