@@ -1,21 +1,20 @@
 """SQLite metadata backend: the embedded default.
 
 Several worker processes share one database file in WAL mode. Reads run inline on the event
-loop (indexed lookups take microseconds and WAL readers never wait for writers); every write is
-one ``BEGIN IMMEDIATE`` transaction on a dedicated thread, so waiting for another process's
-write lock or for an fsync never stalls the loop. ``synchronous=FULL``: a push that was
-acknowledged survives power loss.
+loop (indexed lookups take microseconds and WAL readers never wait for writers); every write
+runs on one thread per process that commits queued writes together (``sqlite_writer``), so
+waiting for another process's write lock or for an fsync never stalls the loop, and
+concurrent pushes share an fsync. ``synchronous=FULL``: a push that was acknowledged survives
+power loss.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -40,6 +39,7 @@ from moorage.meta.base import (
     UploadOffsetMismatch,
 )
 from moorage.meta.sqlite_schema import migrate
+from moorage.meta.sqlite_writer import GroupCommitWriter
 
 T = TypeVar("T")
 
@@ -91,10 +91,10 @@ class SQLiteMetadata:
         self._owned_directory = owned_directory
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = connect(self.path)
-        migrate(self._writer)
+        writer = connect(self.path)
+        migrate(writer)
         self._reader = connect(self.path)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._writer = GroupCommitWriter(writer)
         self._repo_ids: dict[str, int] = {}
 
     @classmethod
@@ -104,7 +104,6 @@ class SQLiteMetadata:
         return cls(directory / "moorage.db", owned_directory=directory)
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True)
         self._writer.close()
         self._reader.close()
         if self._owned_directory is not None:
@@ -112,19 +111,8 @@ class SQLiteMetadata:
 
     # -- plumbing -----------------------------------------------------------------------------
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, fn)
-
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+        """Run ``fn`` atomically (in its own savepoint of a group commit); durable on return."""
+        return await self._writer.submit(fn)
 
     async def _change(self, sql: str, args: tuple[object, ...]) -> bool:
         """Run one statement as its own transaction; True if it changed a row."""

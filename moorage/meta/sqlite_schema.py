@@ -66,7 +66,7 @@ MIGRATIONS: list[str] = [
     """,
     """
     CREATE TABLE tag_events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id INTEGER PRIMARY KEY,  -- rows are never deleted, so ids only grow
         repository TEXT NOT NULL,
         tag TEXT NOT NULL,
         action TEXT NOT NULL
