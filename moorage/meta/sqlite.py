@@ -94,7 +94,7 @@ class SQLiteMetadata:
         writer = connect(self.path)
         migrate(writer)
         self._reader = connect(self.path)
-        self._writer = GroupCommitWriter(writer)
+        self._writer = GroupCommitWriter(writer, self.path.with_name(self.path.name + ".lock"))
         self._repo_ids: dict[str, int] = {}
 
     @classmethod

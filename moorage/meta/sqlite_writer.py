@@ -3,19 +3,27 @@
 Each operation is a function of the connection. The thread takes whatever operations are
 queued, runs them in one ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint, and
 commits once. So concurrent pushes share one write-lock acquisition and one fsync instead of
-paying for one each. An operation that raises is rolled back to its savepoint alone; its
-caller gets the exception, and the others are unaffected. No caller learns its result before
-the commit that makes it durable.
+paying for one each. Processes sharing the database take turns through a blocking file lock
+before they ask SQLite for its write lock: a waiting process wakes the moment the other
+commits, where SQLite's own busy handler would poll with sleeps of up to 100 ms.
+
+An operation that raises is rolled back to its savepoint alone; its caller gets the
+exception, and the others are unaffected. No caller learns its result before the commit that
+makes it durable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -43,8 +51,11 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 
 
 class GroupCommitWriter:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock_path: Path | None = None) -> None:
         self._conn = conn
+        self._lock_fd = (
+            None if lock_path is None else os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        )
         self._queue: queue.SimpleQueue[_Operation | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -59,6 +70,8 @@ class GroupCommitWriter:
         self._queue.put(None)
         self._thread.join()
         self._conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
 
     def _run(self) -> None:
         while True:
@@ -81,6 +94,20 @@ class GroupCommitWriter:
                 return
 
     def _apply(self, batch: list[_Operation]) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            self._transaction(batch)
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        for operation in batch:
+            with contextlib.suppress(RuntimeError):  # that caller's event loop has closed
+                operation.loop.call_soon_threadsafe(
+                    _settle, operation.future, operation.result, operation.error
+                )
+
+    def _transaction(self, batch: list[_Operation]) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -98,10 +125,3 @@ class GroupCommitWriter:
                 conn.execute("ROLLBACK")
             for operation in batch:
                 operation.error, operation.result = exc, None
-        for operation in batch:
-            try:
-                operation.loop.call_soon_threadsafe(
-                    _settle, operation.future, operation.result, operation.error
-                )
-            except RuntimeError:  # that caller's event loop has closed
-                pass

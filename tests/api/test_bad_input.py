@@ -100,7 +100,13 @@ class Seeded:
 
     def check_layout(self) -> None:
         data = self.env.data
-        allowed_top = {"storage", "moorage.db", "moorage.db-wal", "moorage.db-shm"}
+        allowed_top = {
+            "storage",
+            "moorage.db",
+            "moorage.db-wal",
+            "moorage.db-shm",
+            "moorage.db.lock",
+        }
         assert {p.name for p in data.iterdir()} <= allowed_top
         storage = data / "storage"
         for path in storage.rglob("*"):
