@@ -14,7 +14,17 @@ def format_time(timestamp: float) -> str:
 
 def parse_time(text: str) -> float:
     """ISO 8601 (``2026-05-12T10:00Z``, an offset, or none meaning UTC; a date alone is its
-    midnight) or Unix seconds. Raises ValueError with a message for anything else."""
+    midnight) or Unix seconds. Raises ValueError with a message for anything else, including
+    times that cannot be shown back (before year 1 or after year 9999)."""
+    seconds = _parse(text)
+    try:
+        format_time(seconds)
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"time {text[:60]!r} is out of range") from None
+    return seconds
+
+
+def _parse(text: str) -> float:
     value = text.strip()
     try:
         seconds = float(value)
@@ -31,4 +41,7 @@ def parse_time(text: str) -> float:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        raise ValueError(f"time {text[:60]!r} is out of range") from None

@@ -19,7 +19,7 @@ from moorage.api import extension
 from moorage.api.auth import Action, Authenticator
 from moorage.api.errors import exception_response
 from moorage.api.v2 import blobs, listing, manifests, uploads
-from moorage.api.v2.common import API_HEADERS, USER_KEY
+from moorage.api.v2.common import ACTOR_KEY, API_HEADERS, REQUEST_ID_HEADER, USER_KEY
 from moorage.api.v2.paths import parse_path
 from moorage.config import Settings
 from moorage.errors import ErrorCode, RegistryError
@@ -100,8 +100,11 @@ class V2Api:
                     raise RegistryError(
                         ErrorCode.EXTENSION_UNKNOWN, f"unknown extension {route.reference}"
                     )
+                allowed = sorted(m for e, m in self._routes if e == route.endpoint)
                 raise RegistryError(
-                    ErrorCode.UNSUPPORTED, f"{request.method} is not supported here"
+                    ErrorCode.UNSUPPORTED,
+                    f"{request.method} is not supported here",
+                    headers={"Allow": ", ".join(allowed)},
                 )
             handler, action = entry
             if action == "delete" and not self.settings.delete_enabled:
@@ -119,7 +122,10 @@ class V2Api:
             )
             return exception_response(exc)
         except Exception as exc:
-            return exception_response(exc)
+            response = exception_response(exc)
+            if ACTOR_KEY in request:  # e.g. a refused change: the id its history record has
+                response.headers[REQUEST_ID_HEADER] = request[ACTOR_KEY].request_id
+            return response
 
 
 async def _purge_uploads(registry: Registry) -> None:

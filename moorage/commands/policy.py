@@ -71,10 +71,10 @@ def _check(client: Client, args: argparse.Namespace) -> None:
 def load_policy_file(path: Path) -> Any:
     """A policy document from JSON, or TOML with a [policy] table (as in the config file)."""
     text = path.read_text()
-    if path.suffix == ".json":
-        return json.loads(text)
-    table_ = tomllib.loads(text)
-    return table_.get("policy", table_)
+    document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    if isinstance(document, dict) and "policy" in document:
+        return document["policy"]
+    return document
 
 
 def _set(client: Client, args: argparse.Namespace) -> None:

@@ -240,8 +240,8 @@ class MetadataStore(Protocol):
     ) -> list[TagEvent]:
         """The tag's events, newest first, with ids below ``before`` if given."""
 
-    async def tag_at(self, repository: str, tag: str, at: float) -> TagEvent | None:
-        """The last change (not a refusal) to the tag at or before ``at``."""
+    async def tag_at(self, repository: str, tag: str, before: float) -> TagEvent | None:
+        """The last change (not a refusal) to the tag strictly before ``before``."""
 
     async def digest_events(self, digest: str) -> list[TagEvent]:
         """Every change that pointed a tag at ``digest`` or away from it, oldest first."""

@@ -360,19 +360,20 @@ class SQLiteMetadata:
             if row is None:
                 return False
             repo_id, now = row[0], time.time()
-            tags = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM tags WHERE repo_id = ? AND digest = ? ORDER BY name",
-                    (repo_id, digest),
-                )
-            ]
+            # Tags on the manifest, and on indexes that list it: deleting it breaks those too.
+            affected = conn.execute(
+                "SELECT name, digest FROM tags WHERE repo_id = ? AND (digest = ? OR digest IN "
+                "(SELECT digest FROM manifest_references WHERE repo_id = ? AND kind = 'manifest' "
+                "AND target = ?)) ORDER BY name",
+                (repo_id, digest, repo_id, digest),
+            ).fetchall()
             if guard is not None:
-                for tag in tags:
-                    refusal = guard(tag, digest, None)
+                for tag, tagged in affected:
+                    refusal = guard(tag, tagged, None)
                     if refusal is not None:
                         self._refused(conn, refusal, actor, now)
                         return refusal
+            tags = [tag for tag, tagged in affected if tagged == digest]
             args = (repo_id, digest)
             if not conn.execute(
                 "SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?", args
@@ -484,11 +485,11 @@ class SQLiteMetadata:
             (repository, tag, before or 2**62, -1 if limit is None else limit),
         )
 
-    async def tag_at(self, repository: str, tag: str, at: float) -> TagEvent | None:
+    async def tag_at(self, repository: str, tag: str, before: float) -> TagEvent | None:
         events = self._events(
-            "repository = ? AND tag = ? AND at <= ? AND action != 'refused' "
+            "repository = ? AND tag = ? AND at < ? AND action != 'refused' "
             "ORDER BY id DESC LIMIT 1",
-            (repository, tag, at),
+            (repository, tag, before),
         )
         return events[0] if events else None
 

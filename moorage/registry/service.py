@@ -103,6 +103,7 @@ class Manifests:
 
     async def delete(self, repository: str, reference: str, actor: Actor) -> None:
         guard = await self.policies.guard(repository)
+        digest = None
         try:
             if is_digest(reference):
                 digest = str(Digest.parse(reference))
@@ -112,7 +113,7 @@ class Manifests:
             else:
                 deleted = False
         except TagRefused as exc:
-            raise denied(exc) from None
+            raise denied(exc, deleting=digest) from None
         if not deleted:
             raise self._unknown(repository, reference)
 

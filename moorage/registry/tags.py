@@ -9,6 +9,7 @@ are one atomic step.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 from moorage.errors import ErrorCode, RegistryError
@@ -25,12 +26,23 @@ from moorage.meta.base import (
 from moorage.policy import Decision, Policy, PolicyError
 
 
-def denied(exc: TagRefused) -> RegistryError:
-    """The OCI error a client sees for a refused tag change."""
+def denied(exc: TagRefused, deleting: str | None = None) -> RegistryError:
+    """The OCI error a client sees for a refused tag change.
+
+    ``deleting`` is the manifest a DELETE named; when the refused tag points at an index that
+    lists it rather than at it, the message says so.
+    """
     refusal = exc.refusal
+    message = refusal.message
+    if deleting is not None and refusal.current_digest != deleting:
+        rule = f"rule {refusal.rule!r}" if refusal.rule else "the default policy"
+        message = (
+            f"manifest {deleting} cannot be deleted: it is listed by {refusal.current_digest}, "
+            f"which immutable tag {refusal.repository}:{refusal.tag} points at ({rule})"
+        )
     return RegistryError(
         ErrorCode.DENIED,
-        refusal.message,
+        message,
         detail={
             "repository": refusal.repository,
             "tag": refusal.tag,
@@ -152,7 +164,10 @@ class TagHistory:
         return await self.meta.tag_history(repository, tag, limit, before)
 
     async def at(self, repository: str, tag: str, when: float) -> TagEvent | None:
-        return await self.meta.tag_at(repository, tag, when)
+        """Where the tag pointed at ``when``, to the millisecond: times are shown with
+        milliseconds, so a change shown at 10:00:00.123 counts as made by then."""
+        end_of_millisecond = (math.floor(when * 1000) + 1) / 1000
+        return await self.meta.tag_at(repository, tag, end_of_millisecond)
 
     async def tags_for(self, digest: str) -> list[TagSpan]:
         """Every period in which a tag pointed at ``digest``, oldest first."""

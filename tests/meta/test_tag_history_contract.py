@@ -11,6 +11,7 @@ from moorage.meta.base import (
     Actor,
     ManifestNotFound,
     MetadataStore,
+    Reference,
     Refusal,
     TagGuard,
     TagRefused,
@@ -184,3 +185,18 @@ async def test_guarded_tag_writes_race_atomically(open_meta: Opener) -> None:
     finally:
         for handle in handles:
             await handle.close()
+
+
+async def test_guard_covers_tags_on_indexes_that_list_a_manifest(meta: MetadataStore) -> None:
+    child = manifest("child")
+    index = manifest("index", Reference("manifest", child.digest))
+    await meta.put_manifest("repo", child, "loose", ACTOR)
+    await meta.put_manifest("repo", index, "v1", ACTOR)
+    with pytest.raises(TagRefused) as info:
+        await meta.delete_manifest("repo", child.digest, ALICE, freeze("v1"))
+    assert (info.value.refusal.tag, info.value.refusal.current_digest) == ("v1", index.digest)
+    assert await meta.get_manifest("repo", child.digest) is not None
+    assert await meta.delete_manifest("repo", child.digest, ALICE, freeze())
+    assert await meta.resolve_tag("repo", "loose") is None
+    index_tag = await meta.resolve_tag("repo", "v1")  # only the child's own tags go with it
+    assert index_tag is not None and index_tag.digest == index.digest

@@ -20,11 +20,21 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+ACTOR_KEY = web.RequestKey("actor", Actor)
+
+
 def actor(request: web.Request) -> Actor:
-    """Who makes a change: user, client address, and the request id (the client's, if sane)."""
+    """Who makes a change: user, client address, and the request id (the client's, if sane).
+
+    Kept on the request, so that an error response can carry the request id too.
+    """
+    if ACTOR_KEY in request:
+        return request[ACTOR_KEY]
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
-    return Actor(request.get(USER_KEY), request.remote or "unknown", request_id)
+    made = Actor(request.get(USER_KEY), request.remote or "unknown", request_id)
+    request[ACTOR_KEY] = made
+    return made
 
 
 def pagination(request: web.Request) -> tuple[int | None, str | None]:
