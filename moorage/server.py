@@ -69,6 +69,13 @@ def bind(settings: Settings, count: int) -> list[socket.socket]:
     """``count`` listening sockets on one address (port 0 picks a port for all of them)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     port = settings.port
+    if count > 1:
+        # SO_REUSEPORT would let a second registry join this port silently and take half of
+        # its connections: a plain bind first fails if anything listens there already.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((settings.host, port))
+            port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,3 +95,27 @@ def test_dead_worker_is_replaced_and_shutdown_is_clean(fresh_moorage: RunningReg
     fresh_moorage.process.send_signal(signal.SIGTERM)
     assert fresh_moorage.process.wait(timeout=15) == 0
     assert "Traceback" not in fresh_moorage.logs()
+
+
+def test_a_second_registry_cannot_share_the_port(
+    fresh_moorage: RunningRegistry, tmp_path: Path
+) -> None:
+    """Worker sockets use SO_REUSEPORT; another registry must still be refused the port."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "moorage",
+            "serve",
+            "--listen",
+            fresh_moorage.address,
+            "--data",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Address already in use" in result.stderr
