@@ -1,0 +1,67 @@
+"""Which images of an admission request to pin, and the JSONPatch that pins them.
+
+Pure: resolving a tag to a digest happens elsewhere (``resolver``). Rules:
+
+- CREATE and UPDATE of the kinds in ``workloads.POD_SPEC_PATHS`` are looked at; the
+  ``pods/ephemeralcontainers`` subresource only for its ephemeral containers; any other
+  subresource (``status``, ``scale``...) and every other operation is left alone.
+- An image that already names a digest is never re-resolved, so a reinvocation of the
+  webhook on its own output produces no patch.
+- A pinned image keeps what the user wrote and gains ``@<digest>``: ``app:today`` becomes
+  ``app:today@sha256:...``, which Kubernetes and every runtime pull by digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from moorage.admission.review import AdmissionRequest
+from moorage.admission.workloads import CONTAINER_KINDS, ImageSite, image_sites
+from moorage.reference import ImageReference, ReferenceError, parse_reference
+
+OPERATIONS = frozenset({"CREATE", "UPDATE"})
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A container image to pin: its site and its parsed reference (None if unparseable)."""
+
+    site: ImageSite
+    reference: ImageReference | None
+    error: str | None = None
+
+
+def candidates(request: AdmissionRequest) -> list[Candidate]:
+    """The images of the request that need a digest."""
+    if request.operation not in OPERATIONS:
+        return []
+    if request.sub_resource == "ephemeralcontainers" and request.resource == "pods":
+        only: tuple[Any, ...] = ("ephemeralContainers",)
+    elif request.sub_resource:
+        return []
+    else:
+        only = CONTAINER_KINDS
+    found = []
+    for site in image_sites(request.kind, request.object, only):
+        try:
+            reference = parse_reference(site.image)
+        except ReferenceError as exc:
+            found.append(Candidate(site, None, str(exc)))
+            continue
+        if not reference.pinned:
+            found.append(Candidate(site, reference))
+    return found
+
+
+def pinned_image(image: str, digest: str) -> str:
+    return f"{image}@{digest}"
+
+
+def patch(pins: Mapping[ImageSite, str]) -> list[dict[str, Any]]:
+    """JSONPatch operations that set each site's image to its pinned form, and nothing else."""
+    return [
+        {"op": "replace", "path": site.pointer, "value": pinned_image(site.image, digest)}
+        for site, digest in pins.items()
+    ]
