@@ -41,6 +41,29 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
+def pod_spec(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a supported kind of object, or None."""
+    path = POD_SPEC_PATHS.get(kind)
+    if path is None:
+        return None
+    spec: Any = obj
+    for key in path:
+        if not isinstance(spec, Mapping):
+            return None
+        spec = spec.get(key)
+    return spec if isinstance(spec, Mapping) else None
+
+
+def pull_secret_names(spec: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Names in the pod spec's ``imagePullSecrets``."""
+    secrets = spec.get("imagePullSecrets") if spec is not None else None
+    if not isinstance(secrets, list):
+        return ()
+    return tuple(
+        s["name"] for s in secrets if isinstance(s, Mapping) and isinstance(s.get("name"), str)
+    )
+
+
 def image_sites(
     kind: str, obj: Mapping[str, Any], only: tuple[ContainerKind, ...] = CONTAINER_KINDS
 ) -> Iterator[ImageSite]:
@@ -48,16 +71,10 @@ def image_sites(
 
     Containers with no ``image`` (invalid; the API server rejects them) are skipped.
     """
-    path = POD_SPEC_PATHS.get(kind)
-    if path is None:
+    spec = pod_spec(kind, obj)
+    if spec is None:
         return
-    spec: Any = obj
-    for key in path:
-        if not isinstance(spec, Mapping):
-            return
-        spec = spec.get(key)
-    if not isinstance(spec, Mapping):
-        return
+    path = POD_SPEC_PATHS[kind]
     prefix = "".join(f"/{_escape(key)}" for key in path)
     for list_name in only:
         containers = spec.get(list_name)

@@ -137,6 +137,29 @@ class PolicyChange:
     new_document: str
 
 
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """An image the admission webhook pinned: in which object, to which digest, when."""
+
+    at: float
+    namespace: str
+    kind: str
+    #: The object's name, or its generateName followed by "*" before it has one.
+    name: str
+    container_kind: str
+    container: str
+    #: The image as the workload wrote it, and its normalised repository and tag.
+    image: str
+    repository: str
+    tag: str
+    digest: str
+    #: How the digest was found: "local", "remote" or "cache".
+    source: str
+    request_uid: str
+    user: str
+    id: int = 0
+
+
 class MetadataError(Exception):
     pass
 
@@ -270,6 +293,19 @@ class MetadataStore(Protocol):
     async def referrers(
         self, repository: str, subject: str, artifact_type: str | None
     ) -> list[ReferrerRecord]: ...
+
+    # -- admission pins ------------------------------------------------------------------------
+    async def record_pins(self, pins: Sequence[PinRecord]) -> None: ...
+
+    async def list_pins(
+        self,
+        namespace: str | None,
+        repository: str | None,
+        tag: str | None,
+        limit: int | None,
+        before: int | None,
+    ) -> list[PinRecord]:
+        """Pins matching the filters that are given, newest first, with ids below ``before``."""
 
     # -- uploads ------------------------------------------------------------------------------
     async def create_upload(self, upload: Upload) -> None: ...

@@ -14,7 +14,8 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,6 +24,7 @@ from moorage.meta.base import (
     ManifestNotFound,
     ManifestRecord,
     MissingReferences,
+    PinRecord,
     PolicyChange,
     PolicyRecord,
     PutResult,
@@ -82,6 +84,12 @@ def _unless_refused(result: T | Refusal) -> T:
         raise TagRefused(result)
     return result
 
+
+_PIN_FIELDS = (
+    "at, namespace, kind, name, container_kind, container, image, repository, tag, digest, "
+    "source, request_uid, user"
+)
+_PIN_VALUES = ", ".join("?" * len(_PIN_FIELDS.split(",")))
 
 _UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
 
@@ -543,6 +551,36 @@ class SQLiteMetadata:
             (-1 if limit is None else limit,),
         ).fetchall()
         return [PolicyChange(*row) for row in rows]
+
+    # -- admission pins ------------------------------------------------------------------------
+    async def record_pins(self, pins: Sequence[PinRecord]) -> None:
+        rows = [astuple(pin)[:-1] for pin in pins]
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany(f"INSERT INTO pins ({_PIN_FIELDS}) VALUES ({_PIN_VALUES})", rows)
+
+        await self._write(tx)
+
+    async def list_pins(
+        self,
+        namespace: str | None,
+        repository: str | None,
+        tag: str | None,
+        limit: int | None,
+        before: int | None,
+    ) -> list[PinRecord]:
+        where: list[str] = ["id < ?"]
+        args: list[object] = [before or 2**62]
+        for column, value in (("namespace", namespace), ("repository", repository), ("tag", tag)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        rows = self._reader.execute(
+            f"SELECT {_PIN_FIELDS}, id FROM pins WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
+            (*args, -1 if limit is None else limit),
+        ).fetchall()
+        return [PinRecord(*row) for row in rows]
 
     # -- uploads ------------------------------------------------------------------------------
     async def create_upload(self, upload: Upload) -> None:

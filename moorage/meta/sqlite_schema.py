@@ -104,6 +104,26 @@ MIGRATIONS: list[str] = [
         new_document TEXT NOT NULL
     );
     """,
+    """
+    CREATE TABLE pins (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        namespace TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        container_kind TEXT NOT NULL,
+        container TEXT NOT NULL,
+        image TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        tag TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        source TEXT NOT NULL,
+        request_uid TEXT NOT NULL,
+        user TEXT NOT NULL
+    );
+    CREATE INDEX pins_by_image ON pins (repository, tag, id);
+    CREATE INDEX pins_by_namespace ON pins (namespace, id);
+    """,
 ]
 
 

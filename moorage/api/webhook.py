@@ -1,0 +1,80 @@
+"""HTTPS endpoints for the Kubernetes API server: POST /mutate (pin images to digests) and
+POST /validate (decide which images may run), plus GET /healthz.
+
+A body that is not an AdmissionReview v1 gets a 400 with a JSON error, never a crash; an
+internal failure answers the review with a refusal explaining it (the API server then applies
+the webhook's failurePolicy only to timeouts and transport errors).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from moorage.admission.mutate import Pinner
+from moorage.admission.review import (
+    AdmissionRequest,
+    AdmissionResponse,
+    ReviewError,
+    parse_review,
+)
+
+log = logging.getLogger("moorage.admission")
+
+Validator = Callable[[AdmissionRequest], Awaitable[AdmissionResponse]]
+
+#: An AdmissionReview is small; the API server caps objects at about 3 MiB.
+MAX_REVIEW = 8 * 1024 * 1024
+
+
+def _bad_request(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _handler(
+    decide: Callable[[AdmissionRequest], Awaitable[AdmissionResponse]],
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        try:
+            review = parse_review(await request.read())
+        except ReviewError as exc:
+            return _bad_request(str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _bad_request(f"body larger than {MAX_REVIEW} bytes", 413)
+        try:
+            response = await decide(review)
+        except Exception:
+            log.exception(
+                "admission of %s %s/%s failed", review.kind, review.namespace, review.name
+            )
+            response = AdmissionResponse(
+                review.uid,
+                allowed=False,
+                code=500,
+                message="moorage failed to review this object; see the webhook's log",
+            )
+        return web.Response(
+            body=json.dumps(response.to_review()).encode(), content_type="application/json"
+        )
+
+    return handle
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+def create_webhook_app(pinner: Pinner, validator: Validator) -> web.Application:
+    app = web.Application(client_max_size=MAX_REVIEW)
+    app.router.add_post("/mutate", _handler(pinner.review))
+    app.router.add_post("/validate", _handler(validator))
+    app.router.add_get("/healthz", _healthz)
+
+    async def drain(app: web.Application) -> None:
+        await pinner.drain()
+
+    app.on_shutdown.append(drain)
+    return app

@@ -1,0 +1,236 @@
+"""The pinning webhook (moorage.admission.mutate) on AdmissionReview v1 requests for every
+kind it handles: the exact JSONPatch, idempotency, and that nothing else changes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moorage.admission.mutate import Pinner
+from moorage.admission.resolver import (
+    LocalResolver,
+    Resolution,
+    ResolveContext,
+    RoutingResolver,
+)
+from moorage.admission.review import parse_review
+from moorage.meta.base import Actor, ManifestRecord, PinRecord
+from moorage.meta.sqlite import SQLiteMetadata
+from moorage.reference import ImageReference
+from tests.admission.reviews import GROUPS, apply_patch, pod_spec, review, workload
+
+HOST = "registry.test:5000"
+ACTOR = Actor(None, "test", "test")
+APP = f"{HOST}/team/app:today"
+SIDE = f"{HOST}/team/sidecar:1.0"
+PINNED = f"{HOST}/team/app@sha256:{'e' * 64}"
+
+
+def manifest(seed: str) -> ManifestRecord:
+    payload = json.dumps({"schemaVersion": 2, "seed": seed}).encode()
+    return ManifestRecord(
+        "sha256:" + hashlib.sha256(payload).hexdigest(),
+        "application/vnd.oci.image.manifest.v1+json",
+        payload,
+    )
+
+
+class Env:
+    def __init__(self, meta: SQLiteMetadata) -> None:
+        self.meta = meta
+        self.recorded: list[PinRecord] = []
+        self.digests: dict[str, str] = {}
+        self.pinner = Pinner(
+            RoutingResolver(LocalResolver(meta, frozenset({HOST})), None), self.save
+        )
+
+    async def save(self, pins: Any) -> None:
+        self.recorded.extend(pins)
+        await self.meta.record_pins(pins)
+
+    async def push(self, repository: str, tag: str, seed: str) -> str:
+        record = manifest(seed)
+        await self.meta.put_manifest(repository, record, tag, ACTOR)
+        self.digests[f"{HOST}/{repository}:{tag}"] = record.digest
+        return record.digest
+
+    async def admit(self, body: bytes) -> dict[str, Any]:
+        response = (await self.pinner.review(parse_review(body))).to_review()["response"]
+        await self.pinner.drain()
+        return response
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    meta = SQLiteMetadata(tmp_path / "m.db")
+    environment = Env(meta)
+    await environment.push("team/app", "today", "app-1")
+    await environment.push("team/sidecar", "1.0", "side-1")
+    yield environment
+    await meta.close()
+
+
+def decoded(response: dict[str, Any]) -> list[dict[str, Any]]:
+    if "patch" not in response:
+        return []
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+PREFIX = {
+    "Pod": "/spec",
+    "PodTemplate": "/template/spec",
+    "CronJob": "/spec/jobTemplate/spec/template/spec",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(GROUPS))
+async def test_every_kind_is_pinned_exactly(env: Env, kind: str) -> None:
+    spec = pod_spec([APP, PINNED, SIDE], init=[SIDE, APP], ephemeral=[APP] if kind == "Pod" else [])
+    obj = workload(kind, spec)
+    response = await env.admit(review(obj))
+    assert response["allowed"] is True
+    prefix = PREFIX.get(kind, "/spec/template/spec")
+    app, side = env.digests[APP], env.digests[SIDE]
+    expected = [
+        {"op": "replace", "path": f"{prefix}/initContainers/0/image", "value": f"{SIDE}@{side}"},
+        {"op": "replace", "path": f"{prefix}/initContainers/1/image", "value": f"{APP}@{app}"},
+        {"op": "replace", "path": f"{prefix}/containers/0/image", "value": f"{APP}@{app}"},
+        {"op": "replace", "path": f"{prefix}/containers/2/image", "value": f"{SIDE}@{side}"},
+    ]
+    if kind == "Pod":
+        expected.append(
+            {
+                "op": "replace",
+                "path": f"{prefix}/ephemeralContainers/0/image",
+                "value": f"{APP}@{app}",
+            }
+        )
+    assert decoded(response) == expected
+    # Nothing but the images changed, and admitting the result again changes nothing.
+    patched = apply_patch(obj, decoded(response))
+    assert _without_images(patched) == _without_images(obj)
+    again = await env.admit(review(patched, operation="UPDATE", old=obj))
+    assert again["allowed"] is True and "patch" not in again
+
+
+def _without_images(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_images(v) for k, v in value.items() if k != "image"}
+    if isinstance(value, list):
+        return [_without_images(v) for v in value]
+    return value
+
+
+async def test_ephemeral_containers_subresource_patches_only_them(env: Env) -> None:
+    obj = workload("Pod", pod_spec([APP], ephemeral=[SIDE]))
+    response = await env.admit(review(obj, operation="UPDATE", sub_resource="ephemeralcontainers"))
+    assert decoded(response) == [
+        {
+            "op": "replace",
+            "path": "/spec/ephemeralContainers/0/image",
+            "value": f"{SIDE}@{env.digests[SIDE]}",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("operation", "sub_resource"),
+    [("UPDATE", "status"), ("UPDATE", "scale"), ("DELETE", None), ("CONNECT", None)],
+)
+async def test_other_subresources_and_operations_are_untouched(
+    env: Env, operation: str, sub_resource: str | None
+) -> None:
+    obj = workload("Deployment", pod_spec([APP]))
+    response = await env.admit(review(obj, operation=operation, sub_resource=sub_resource))
+    assert response == {"uid": response["uid"], "allowed": True}
+    assert env.recorded == []
+
+
+async def test_images_with_a_digest_are_never_resolved(env: Env) -> None:
+    tagged_and_pinned = f"{HOST}/team/unknown:tag@sha256:{'f' * 64}"
+    obj = workload("Pod", pod_spec([PINNED, tagged_and_pinned]))
+    response = await env.admit(review(obj))
+    assert response["allowed"] is True and "patch" not in response
+
+
+async def test_pins_are_recorded_with_the_workload(env: Env) -> None:
+    obj = workload("Deployment", pod_spec([APP, SIDE]), name=None)  # generateName
+    await env.admit(review(obj))
+    pins = await env.meta.list_pins("prod", f"{HOST}/team/app", "today", None, None)
+    assert len(pins) == 1
+    pin = pins[0]
+    assert (pin.kind, pin.name, pin.container, pin.container_kind) == (
+        "Deployment",
+        "web-*",
+        "c0",
+        "containers",
+    )
+    assert (pin.image, pin.digest, pin.source, pin.user) == (
+        APP,
+        env.digests[APP],
+        "local",
+        "alice@example.com",
+    )
+
+
+async def test_dry_run_pins_but_records_nothing(env: Env) -> None:
+    response = await env.admit(review(workload("Pod", pod_spec([APP])), dry_run=True))
+    assert decoded(response)
+    assert env.recorded == []
+
+
+async def test_a_moved_tag_pins_new_objects_to_its_new_digest(env: Env) -> None:
+    before = env.digests[APP]
+    first = await env.admit(review(workload("Pod", pod_spec([APP]))))
+    moved = await env.push("team/app", "today", "app-2")
+    second = await env.admit(review(workload("Pod", pod_spec([APP]))))
+    assert decoded(first)[0]["value"] == f"{APP}@{before}"
+    assert decoded(second)[0]["value"] == f"{APP}@{moved}"
+    assert moved != before
+
+
+async def test_unresolvable_images_refuse_the_object_by_default(env: Env) -> None:
+    obj = workload(
+        "Pod", pod_spec([APP, f"{HOST}/team/missing:1", "docker.io/library/nginx", "Bad:Ref"])
+    )
+    response = await env.admit(review(obj))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert response["status"]["code"] == 403
+    assert 'container "c1" (containers) image "registry.test:5000/team/missing:1"' in message
+    assert "not in this registry" in message
+    assert "resolving other registries is turned off" in message
+    assert 'image "Bad:Ref"' in message and "invalid image reference" in message
+    assert env.recorded == []
+
+
+async def test_warn_mode_admits_unpinned_with_warnings(env: Env) -> None:
+    env.pinner.on_failure = "warn"
+    obj = workload("Pod", pod_spec([APP, f"{HOST}/team/missing:1"]))
+    response = await env.admit(review(obj))
+    assert response["allowed"] is True
+    assert [op["path"] for op in decoded(response)] == ["/spec/containers/0/image"]
+    assert len(response["warnings"]) == 1 and "team/missing:1" in response["warnings"][0]
+
+
+class SlowResolver:
+    async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution:
+        await asyncio.sleep(10)
+        raise AssertionError("not reached")
+
+
+async def test_resolution_has_a_deadline(env: Env) -> None:
+    pinner = Pinner(SlowResolver(), deadline=0.2)
+    response = (
+        await pinner.review(parse_review(review(workload("Pod", pod_spec([APP])))))
+    ).to_review()["response"]
+    assert response["allowed"] is False
+    assert "timed out after 0.2 s" in response["status"]["message"]
