@@ -12,23 +12,23 @@ Usage: .venv/bin/python benchmarks/registry.py [--size-mib 1024] [--repeat 3] [-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from checkout import VENV_BIN, describe
 from cpu import machine_busy_percent
-from errors import BenchmarkError
+from errors import BenchmarkError, exit_status
 from load import LOAD_METRICS, run_load
 from registry_http import check_blob, check_rejects_wrong_digest, push_image
-from report import summarize, table
+from repeats import alternating
+from report import per_process, print_and_save, summarize, table
 from servers import REGISTRIES, Server, start_server
 from transfers import (
     MIB,
@@ -43,8 +43,6 @@ from transfers import (
     verify_download,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def check_disk(work: Path, args: argparse.Namespace, registries: list[str]) -> None:
     size = args.size_mib * MIB
@@ -58,14 +56,6 @@ def check_disk(work: Path, args: argparse.Namespace, registries: list[str]) -> N
     print(f"disk: {free / 2**30:.1f} GiB free in {work}, need about {needed / 2**30:.1f} GiB")
     if free < needed:
         raise BenchmarkError("not enough free disk space; lower --size-mib or --repeat")
-
-
-def alternating(registries: list[str], repeat: int) -> Iterator[tuple[int, str]]:
-    """(repeat index, registry): the first registry alternates between repeats."""
-    for index in range(repeat):
-        order = registries if index % 2 == 0 else list(reversed(registries))
-        for key in order:
-            yield index, key
 
 
 def timed_uploads(
@@ -175,7 +165,7 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
                 f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
                 f"errors {result.errors}  non-2xx {result.non_2xx}  "
                 f"keep-alive {result.keepalive}/{result.requests}  "
-                f"CPU % by server process {'/'.join(f'{p:.0f}' for p in result.processes)}"
+                f"CPU % by server process {per_process(result.processes)}"
             )
             results[metric][key] = result.to_json()
     return results
@@ -214,9 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--tmpdir", type=Path, help="where to create the work directory")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument(
-        "--moorage", type=Path, default=ROOT / ".venv" / "bin" / "moorage", help="moorage binary"
-    )
+    parser.add_argument("--moorage", type=Path, default=VENV_BIN / "moorage", help="moorage binary")
     parser.add_argument("--distribution", default="/usr/bin/docker-registry")
     args = parser.parse_args(argv)
     if args.chunked_mib is None:
@@ -237,14 +225,8 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
             return str(exc)
         return (proc.stdout or proc.stderr).strip().splitlines()[0]
 
-    git = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     return {
-        "moorage_git": git,
+        "moorage_git": describe(),
         "distribution": output([args.distribution, "--version"]),
         "curl": output(["curl", "--version"]),
         "wrk": output(["wrk", "--version"]),
@@ -254,20 +236,18 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    registries = [args.only] if args.only else list(REGISTRIES)
     for tool in ("curl", "wrk", "ab", args.distribution, str(args.moorage)):
         if shutil.which(tool) is None:
             print(f"error: {tool} not found", file=sys.stderr)
             return 2
+    return exit_status(lambda: benchmark(args))
 
-    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop the servers and delete files.
-    signal.signal(signal.SIGTERM, _interrupt)
+
+def benchmark(args: argparse.Namespace) -> None:
+    """Start the registries, measure, stop them and delete the work directory, report."""
+    registries = [args.only] if args.only else list(REGISTRIES)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="moorage-bench-", dir=args.tmpdir))
     servers: dict[str, Server] = {}
@@ -281,12 +261,6 @@ def main(argv: list[str] | None = None) -> int:
             servers[key] = start_server(key, work, args.moorage, args.distribution)
             print(f"{servers[key].label} on {servers[key].base}, data in {servers[key].data}")
         results = run(args, work, servers)
-    except BenchmarkError as exc:
-        print(f"\nbenchmark failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
     finally:
         for server in servers.values():
             server.stop()
@@ -295,22 +269,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    wall = time.perf_counter() - started
-    report = table(results, registries, args)
-    print("\n" + report)
-    print(f"\nwall time: {wall:.0f} s")
-    if args.json:
-        document = {
-            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "environment": versions(args),
-            "wall_seconds": wall,
-            "busy_before_pct": idle_busy,
-            "results": results,
-            "table": report,
-        }
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
-        print(f"results written to {args.json}")
-    return 0
+    print_and_save(
+        table(results, registries, args),
+        started,
+        args,
+        environment=lambda: versions(args),
+        busy_before_pct=idle_busy,
+        results=results,
+    )
 
 
 if __name__ == "__main__":

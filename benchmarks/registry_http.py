@@ -1,8 +1,9 @@
 """Small, untimed HTTP exchanges with a registry, for setup and checks: one request on a fresh
 ``http.client`` connection, the target of a ``Location`` header, starting and finishing a blob
 upload, checking that a blob is stored and that a wrong digest is refused, pushing the image
-whose manifest the load tests fetch. The timed transfers use curl or their own connection
-(``transfers.py``)."""
+whose manifest the load tests fetch; and what they are made of, a content digest
+(``digest_of``) and an OCI image manifest (``oci_manifest``). The timed transfers use curl or
+their own connection (``transfers.py``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,27 @@ if TYPE_CHECKING:
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+
+
+def digest_of(data: bytes) -> str:
+    """The sha256 digest of ``data``, as registries name blobs and manifests."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def oci_manifest(
+    config: bytes, layer: bytes, annotations: dict[str, str], *, compact: bool = False
+) -> bytes:
+    """An OCI image manifest of ``config`` and one ``layer``, indented or ``compact``."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(layer), "size": len(layer)}],
+        "annotations": annotations,
+    }
+    if compact:
+        return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, indent=2).encode()
 
 
 def request(
@@ -63,7 +85,7 @@ def start_upload(server: Server, name: str) -> str:
 
 
 def push_blob(server: Server, name: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     target = with_digest(start_upload(server, name), digest)
     status, _, body = request(
         server, "PUT", target, data, {"Content-Type": "application/octet-stream"}
@@ -86,7 +108,7 @@ def check_blob(server: Server, name: str, digest: str, size: int) -> None:
 def check_rejects_wrong_digest(server: Server) -> None:
     """A registry that stores whatever it is sent would win every upload benchmark."""
     data = os.urandom(4096)
-    wrong = "sha256:" + hashlib.sha256(data + b"x").hexdigest()
+    wrong = digest_of(data + b"x")
     target = with_digest(start_upload(server, "bench/check"), wrong)
     status, _, _ = request(server, "PUT", target, data)
     if status != 400:
@@ -99,19 +121,10 @@ def push_image(server: Server, name: str, tag: str) -> tuple[bytes, str]:
     config = json.dumps(
         {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     ).encode()
-    config_digest = push_blob(server, name, config)
-    layer_digest = push_blob(server, name, layer)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest, "size": len(layer)}],
-            "annotations": {"org.opencontainers.image.title": "moorage benchmark"},
-        },
-        indent=2,
-    ).encode()
-    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    for blob in (config, layer):
+        push_blob(server, name, blob)
+    manifest = oci_manifest(config, layer, {"org.opencontainers.image.title": "moorage benchmark"})
+    digest = digest_of(manifest)
     status, _, body = request(
         server, "PUT", f"/v2/{name}/manifests/{tag}", manifest, {"Content-Type": OCI_MANIFEST}
     )

@@ -1,34 +1,101 @@
 """Turning measurements into the report: ``summarize`` reduces a transfer's samples to median,
 min and max MiB/s plus the CPU split of the run closest to the median, and ``table`` prints
 every metric side by side with the moorage/Distribution ratio, the CPU rows and the notes
-that explain them (``*`` for errors, ``~`` for numbers disturbed by other processes)."""
+that explain them (``*`` for errors, ``~`` for numbers disturbed by other processes). Both
+benchmarks lay out their tables with ``aligned``, write CPU splits with ``cpu_split`` and
+``per_process``, and end with ``print_and_save`` (the table, the wall time, the JSON file)."""
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from load import LOAD_METRICS
+from repeats import spread
 from servers import LABELS
 from transfers import Sample
 
 #: Other processes' CPU (% of one core) above which a measurement is marked as disturbed.
 DISTURBED_PCT = 25
+#: How a CPU split is written: % of one core for each of these, in this order.
+CPU_PARTS = ("server", "client", "other", "irq", "iowait")
+
+
+def cpu_split(cpu: dict[str, float]) -> str:
+    """``server/client/other/irq/iowait``, in whole % of one core."""
+    return "/".join(f"{cpu[part]:.0f}" for part in CPU_PARTS)
+
+
+def per_process(percents: Sequence[float]) -> str:
+    """The CPU of each server process (supervisor, workers), in whole % of one core."""
+    return "/".join(f"{pct:.0f}" for pct in percents)
+
+
+def aligned(header: tuple[str, ...], *groups: Sequence[tuple[str, ...]]) -> list[str]:
+    """The lines of a table: the first column left-aligned, the others right-aligned, a rule
+    of dashes under the header and between the groups of rows."""
+    rows = [header, *(row for group in groups for row in group)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    out = [line(header)]
+    for group in groups:
+        out.append(rule)
+        out += [line(row) for row in group]
+    return out
+
+
+def print_and_save(
+    report: str,
+    started: float,
+    args: argparse.Namespace,
+    *,
+    environment: Callable[[], dict[str, Any]],
+    busy_before_pct: float,
+    results: dict[str, Any],
+    setup: dict[str, Any] | None = None,
+    derived: dict[str, Any] | None = None,
+) -> None:
+    """Print the table and the wall time since ``started``; with ``--json``, also write the
+    arguments, ``environment()`` (asked only then), ``setup`` (what was run), the wall time,
+    how busy the machine was before, the results, ``derived`` numbers and the table."""
+    wall = time.perf_counter() - started
+    print("\n" + report)
+    print(f"\nwall time: {wall:.0f} s")
+    if args.json:
+        document = {
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "environment": environment(),
+            **(setup or {}),
+            "wall_seconds": wall,
+            "busy_before_pct": busy_before_pct,
+            "results": results,
+            **(derived or {}),
+            "table": report,
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"results written to {args.json}")
 
 
 def summarize(samples: list[Sample]) -> dict[str, Any]:
-    rates = [s.mib_s for s in samples]
-    median = statistics.median(rates)
-    closest = min(samples, key=lambda s: abs(s.mib_s - median))
+    rates = spread(samples, lambda s: s.mib_s)
     return {
-        "median_mib_s": median,
-        "min_mib_s": min(rates),
-        "max_mib_s": max(rates),
-        "runs_mib_s": rates,
+        "median_mib_s": rates.median,
+        "min_mib_s": rates.low,
+        "max_mib_s": rates.high,
+        "runs_mib_s": rates.rates,
         "runs_seconds": [s.seconds for s in samples],
         # CPU during the run closest to the median, in % of one core (200% = both cores).
-        "cpu_pct": closest.cpu,
+        "cpu_pct": rates.closest.cpu,
         "runs_other_cpu_pct": [s.cpu["other"] for s in samples],
     }
 
@@ -107,30 +174,12 @@ def table(results: dict[str, Any], registries: list[str], args: argparse.Namespa
         cpu_rows.append(
             (
                 f"CPU % srv/client/other/irq/iowait: {title}",
-                *(
-                    "/".join(
-                        f"{results[metric][k]['cpu_pct'][part]:.0f}"
-                        for part in ("server", "client", "other", "irq", "iowait")
-                    )
-                    for k in registries
-                ),
+                *(cpu_split(results[metric][k]["cpu_pct"]) for k in registries),
                 "",
             )
         )
 
-    widths = [max(len(row[i]) for row in rows + cpu_rows) for i in range(len(rows[0]))]
-
-    def line(row: tuple[str, ...]) -> str:
-        return "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    out = [line(rows[0]), rule]
-    out += [line(row) for row in rows[1:]]
-    out.append(rule)
-    out += [line(row) for row in cpu_rows]
-    out.append("")
+    out = [*aligned(rows[0], rows[1:], cpu_rows), ""]
     out.append(
         f"Transfers: median (min-max) of {args.repeat} runs ({args.download_repeat} for "
         f"downloads), MiB/s = 2^20 bytes/s; {args.pretouch_mib} MiB of memory pre-touched "

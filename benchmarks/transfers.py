@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cpu import CpuMeter, quiesce
-from errors import BenchmarkError
+from errors import BenchmarkError, tool_output
 from registry_http import target_of, with_digest
 from servers import Server
 
@@ -89,15 +89,11 @@ class CurlResult:
 
 
 def curl(args: list[str]) -> CurlResult:
-    proc = subprocess.run(
+    output = tool_output(
         ["curl", "-sS", "--http1.1", "-H", "Expect:", "-w", CURL_FORMAT, *args],
-        capture_output=True,
-        text=True,
-        check=False,
+        f"curl {' '.join(args)} failed",
     )
-    if proc.returncode != 0:
-        raise BenchmarkError(f"curl {' '.join(args)} failed: {proc.stderr.strip()}")
-    first, location, digest = [*proc.stdout.splitlines(), "", ""][:3]
+    first, location, digest = [*output.splitlines(), "", ""][:3]
     status, seconds, uploaded, downloaded = first.split()
     return CurlResult(int(status), float(seconds), int(uploaded), int(downloaded), location, digest)
 
