@@ -9,9 +9,34 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moorage import __version__
-from moorage.commands import policy, tags
+from moorage.commands import admission, policy, tags
 from moorage.commands.client import ApiError, Client
 from moorage.config import ConfigError, load_settings
+
+#: Arguments that are not settings.
+_NOT_SETTINGS = frozenset({"command", "action", "config", "run_local", "run", "serve_mode"})
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that run servers: they override the configuration."""
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
+    parser.add_argument("--data", type=Path, help="data directory (default ./data)")
+    parser.add_argument("--workers", type=int, help="worker processes (default 2)")
+    parser.add_argument("--storage", dest="storage_driver", choices=["filesystem", "memory"])
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
+    parser.add_argument("--htpasswd", dest="auth_htpasswd", type=Path, help="bcrypt htpasswd file")
+    parser.add_argument(
+        "--anonymous-pull",
+        dest="auth_anonymous_pull",
+        action="store_const",
+        const=True,
+        help="with --htpasswd, let anonymous clients pull",
+    )
+    parser.add_argument(
+        "--access-log", dest="log_access", action="store_const", const=True, help="log requests"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,25 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"moorage {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the registry")
-    serve.add_argument("--config", type=Path, help="TOML configuration file")
-    serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
-    serve.add_argument("--data", type=Path, help="data directory (default ./data)")
-    serve.add_argument("--workers", type=int, help="worker processes (default 2)")
-    serve.add_argument("--storage", dest="storage_driver", choices=["filesystem", "memory"])
-    serve.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
-    serve.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
-    serve.add_argument("--htpasswd", dest="auth_htpasswd", type=Path, help="bcrypt htpasswd file")
+    serve = commands.add_parser("serve", help="run the registry (and, optionally, the webhooks)")
+    _serve_options(serve)
     serve.add_argument(
-        "--anonymous-pull",
-        dest="auth_anonymous_pull",
-        action="store_const",
-        const=True,
-        help="with --htpasswd, let anonymous clients pull",
+        "--webhook-listen", help="also serve the admission webhooks (HTTPS) on HOST:PORT"
     )
-    serve.add_argument(
-        "--access-log", dest="log_access", action="store_const", const=True, help="log requests"
-    )
+    serve.set_defaults(serve_mode="registry")
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--registry", help="registry URL (default $MOORAGE_REGISTRY or http://127.0.0.1:5000)"
@@ -47,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tags.add_parser(commands, common)
     policy.add_parser(commands, common)
+    admission.add_parsers(commands, common, _serve_options)
     return parser
 
 
@@ -64,23 +78,33 @@ def _run_remote(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command != "serve":
-        return _run_remote(args)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+def _serve(args: argparse.Namespace, registry_api: bool) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
         print(f"moorage: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    if args.command == "serve":
-        from moorage.server import serve
+    from moorage.server import serve
 
+    try:
+        return serve(settings, registry_api=registry_api)
+    except (OSError, ConfigError) as exc:
+        print(f"moorage: cannot serve: {exc}", file=sys.stderr)
+        return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args, registry_api=True)
+    if args.command == "webhook" and args.action == "serve":
+        return _serve(args, registry_api=False)
+    if hasattr(args, "run_local"):
         try:
-            return serve(settings)
-        except OSError as exc:
-            print(f"moorage: cannot serve: {exc}", file=sys.stderr)
-            return 1
-    return 2
+            return int(args.run_local(args))
+        except (ValueError, OSError) as exc:
+            print(f"moorage: {exc}", file=sys.stderr)
+            return 2
+    return _run_remote(args)

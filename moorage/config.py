@@ -54,6 +54,30 @@ class Settings:
     #: Log every request (off by default: it costs throughput).
     log_access: bool = False
     log_level: str = "INFO"
+    #: Also serve the admission webhooks (HTTPS, with tls_cert/tls_key) on this HOST:PORT.
+    webhook_listen: str | None = None
+    #: Registry hosts that mean "this registry" in image references (resolved locally, from
+    #: the metadata store). The listen address and its localhost forms are always included.
+    admission_registry_hosts: list[str] = field(default_factory=list)
+    #: An image that cannot be resolved: "deny" the object, or "warn" and admit it unpinned.
+    admission_on_failure: str = "deny"
+    #: Seconds allowed for resolving a review's images (keep well under timeoutSeconds).
+    admission_deadline: float = 5.0
+    #: Seconds a mutable tag's digest from another registry is cached.
+    admission_cache_ttl: float = 10.0
+    #: Docker config file with credentials for other registries.
+    admission_docker_config: Path | None = None
+    #: Other registries reached over plain HTTP.
+    admission_insecure_registries: list[str] = field(default_factory=list)
+    #: CA bundle for other registries' TLS (default: the system's).
+    admission_ca_file: Path | None = None
+    #: Read workloads' imagePullSecrets through the Kubernetes API: "auto" (when running in a
+    #: cluster), "on" or "off".
+    admission_kubernetes: str = "auto"
+    #: Resolve images of other registries at all (off: only this registry's images are pinned).
+    admission_remote: bool = True
+    #: Validating webhook rules (``[[admission.validation.rules]]``).
+    admission_validation_rules: list[dict[str, Any]] = field(default_factory=list)
     #: Tag policy from the config file (``[policy]`` with ``default`` and ``[[policy.rules]]``).
     #: None leaves the policy in the metadata store as it is.
     policy_default: str | None = None
@@ -61,14 +85,11 @@ class Settings:
 
     @property
     def host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
+        return split_address(self.listen)[0]
 
     @property
     def port(self) -> int:
-        try:
-            return int(self.listen.rsplit(":", 1)[1])
-        except (IndexError, ValueError):
-            raise ConfigError(f"listen must be HOST:PORT, not {self.listen!r}") from None
+        return split_address(self.listen)[1]
 
     @property
     def database(self) -> Path:
@@ -84,6 +105,14 @@ class Settings:
             )
         except PolicyError as exc:
             raise ConfigError(f"invalid [policy]: {exc}") from None
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:5000`` for IPv6) as (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"expected HOST:PORT, not {address!r}")
+    return host.strip("[]"), int(port)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -130,7 +159,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}".replace("-", "_")
-        if isinstance(value, dict) and name != "policy_rules":
+        if isinstance(value, dict) and name not in ("policy_rules", "admission_validation_rules"):
             flat.update(_flatten(value, f"{name}_"))
         else:
             flat[name] = value
@@ -173,5 +202,16 @@ def load_settings(
     if settings.storage_driver == "memory" and settings.workers != 1:
         raise ConfigError("the memory storage driver cannot be shared: use workers = 1")
     settings.port  # noqa: B018 - validates listen
+    if settings.webhook_listen is not None:
+        split_address(settings.webhook_listen)
     settings.configured_policy()  # validates [policy]
+    if settings.admission_on_failure not in ("deny", "warn"):
+        raise ConfigError("admission.on_failure must be 'deny' or 'warn'")
+    if settings.admission_kubernetes not in ("auto", "on", "off"):
+        raise ConfigError("admission.kubernetes must be 'auto', 'on' or 'off'")
+    if settings.webhook_listen is not None and settings.tls_cert is None:
+        raise ConfigError(
+            "the admission webhooks are served over HTTPS only: give tls_cert and tls_key "
+            "(moorage certs makes them)"
+        )
     return settings

@@ -20,13 +20,16 @@ import signal
 import socket
 import ssl
 import time
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from aiohttp import web
 
+from moorage.admission.setup import build_admission
 from moorage.api.app import create_app
-from moorage.config import Settings
+from moorage.api.webhook import create_webhook_app
+from moorage.config import Settings, split_address
 from moorage.meta.base import Actor
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.registry.service import Registry
@@ -65,16 +68,16 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def bind(settings: Settings, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one address (port 0 picks a port for all of them)."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    port = settings.port
+def bind(address: str, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one HOST:PORT (port 0 picks a port for all of them)."""
+    host, port = split_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if count > 1:
         # SO_REUSEPORT would let a second registry join this port silently and take half of
         # its connections: a plain bind first fails if anything listens there already.
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((settings.host, port))
+            probe.bind((host, port))
             port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
@@ -84,7 +87,7 @@ def bind(settings: Settings, count: int) -> list[socket.socket]:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if count > 1:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((settings.host, port))
+            sock.bind((host, port))
             port = sock.getsockname()[1]
             sock.listen(1024)
     except BaseException:
@@ -92,6 +95,17 @@ def bind(settings: Settings, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+@dataclass(frozen=True)
+class Listeners:
+    """One worker's sockets: the registry API's and the admission webhooks', either optional."""
+
+    registry: socket.socket | None
+    webhooks: socket.socket | None
+
+    def sockets(self) -> list[socket.socket]:
+        return [s for s in (self.registry, self.webhooks) if s is not None]
 
 
 CONFIG_ACTOR = Actor(None, "config", "startup")
@@ -106,30 +120,42 @@ async def install_configured_policy(registry: Registry, settings: Settings) -> N
         log.info("tag policy from the configuration installed (%d rules)", len(policy.rules))
 
 
-async def _serve_worker(settings: Settings, sock: socket.socket) -> None:
-    registry = build_registry(settings)
-    if settings.storage_driver == "memory":  # its metadata is this process's own
-        await install_configured_policy(registry, settings)
-    app = create_app(registry, settings)
+async def _start(app: web.Application, sock: socket.socket, settings: Settings) -> web.AppRunner:
     runner = web.AppRunner(
         app,
         access_log=logging.getLogger("moorage.access") if settings.log_access else None,
         handle_signals=False,
     )
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=ssl_context(settings))
-    await site.start()
+    await web.SockSite(runner, sock, ssl_context=ssl_context(settings)).start()
+    return runner
+
+
+async def _serve_worker(settings: Settings, listeners: Listeners) -> None:
+    registry = build_registry(settings)
+    if settings.storage_driver == "memory":  # its metadata is this process's own
+        await install_configured_policy(registry, settings)
+    runners: list[web.AppRunner] = []
+    if listeners.webhooks is not None:
+        admission = build_admission(settings, registry)
+        runners.append(await _start(create_webhook_app(admission), listeners.webhooks, settings))
+    if listeners.registry is not None:
+        # The registry app owns the registry and closes it when it is cleaned up.
+        runners.append(await _start(create_app(registry, settings), listeners.registry, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
+    for runner in runners:
+        await runner.cleanup()
+    if listeners.registry is None:
+        await registry.close()
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> None:
+def run_worker(settings: Settings, listeners: Listeners) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_serve_worker(settings, sock))
+    asyncio.run(_serve_worker(settings, listeners))
 
 
 def _prepare(settings: Settings) -> None:
@@ -148,34 +174,36 @@ def _prepare(settings: Settings) -> None:
         asyncio.run(prepare())
 
 
-def serve(settings: Settings, ready: Any = None) -> int:
-    """Run the registry until SIGTERM/SIGINT. ``ready`` is called once it accepts requests."""
+def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -> int:
+    """Run until SIGTERM/SIGINT: the registry API (unless ``registry_api`` is False) and, with
+    ``settings.webhook_listen``, the admission webhooks. ``ready`` is called once serving."""
     _prepare(settings)
-    sockets = bind(settings, settings.workers)
-    scheme = "https" if settings.tls_cert else "http"
-    address = sockets[0].getsockname()
-    log.info(
-        "moorage listening on %s://%s:%s with %d worker(s), data in %s",
-        scheme,
-        address[0],
-        address[1],
-        settings.workers,
-        settings.data,
-    )
-    if settings.workers == 1:
+    count = settings.workers
+    registry_sockets = bind(settings.listen, count) if registry_api else [None] * count
+    webhook_sockets: list[socket.socket | None] = [None] * count
+    if settings.webhook_listen is not None:
+        webhook_sockets = list(bind(settings.webhook_listen, count))
+    listeners = [Listeners(r, w) for r, w in zip(registry_sockets, webhook_sockets, strict=True)]
+    for name, sock in (("registry", listeners[0].registry), ("webhooks", listeners[0].webhooks)):
+        if sock is not None:
+            host, port = sock.getsockname()[:2]
+            scheme = "https" if settings.tls_cert else "http"
+            log.info("moorage %s on %s://%s:%s", name, scheme, host, port)
+    log.info("%d worker(s), data in %s", count, settings.data)
+    if count == 1:
         if ready is not None:
             ready()
-        run_worker(settings, sockets[0])
+        run_worker(settings, listeners[0])
         return 0
-    return _supervise(settings, sockets, ready)
+    return _supervise(settings, listeners, ready)
 
 
-def _supervise(settings: Settings, sockets: list[socket.socket], ready: Any) -> int:
+def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> int:
     context = multiprocessing.get_context("fork")
     stopping = False
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=run_worker, args=(settings, sockets[index]))
+        process = context.Process(target=run_worker, args=(settings, listeners[index]))
         process.start()
         return process
 
@@ -204,6 +232,7 @@ def _supervise(settings: Settings, sockets: list[socket.socket], ready: Any) -> 
         if process.is_alive():
             process.kill()
             process.join()
-    for sock in sockets:
-        sock.close()
+    for group in listeners:
+        for sock in group.sockets():
+            sock.close()
     return 0

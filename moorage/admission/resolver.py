@@ -12,7 +12,7 @@ A multi-arch tag resolves to its index digest, which every node can pull.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,24 +96,24 @@ class CachingResolver:
     """
 
     inner: RoutingResolver
-    policy: Callable[[], Policy]
+    policy: Callable[[], Awaitable[Policy]]
     ttl: float = 10.0
     max_entries: int = 10_000
     clock: Callable[[], float] = time.monotonic
-    _entries: dict[tuple[str, str, tuple[str, ...]], _Entry] = field(default_factory=dict)
+    _entries: dict[tuple[str, str, tuple[str, ...], str], _Entry] = field(default_factory=dict)
 
     async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution:
         if self.inner.local.handles(reference):
             return await self.inner.resolve(reference, context)
         # Credentials decide what a client may see: the key includes where they come from.
-        key = (str(reference), context.namespace, context.pull_secrets)
+        key = (str(reference), context.namespace, context.pull_secrets, context.service_account)
         now = self.clock()
         entry = self._entries.get(key)
         if entry is not None and entry.expires > now:
             return Resolution(entry.resolution.digest, "cache")
         resolution = await self.inner.resolve(reference, context)
         assert reference.tag is not None
-        immutable = self.policy().decide(reference.repository, reference.tag).immutable
+        immutable = (await self.policy()).decide(reference.repository, reference.tag).immutable
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key] = _Entry(resolution, float("inf") if immutable else now + self.ttl)

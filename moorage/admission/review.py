@@ -28,6 +28,8 @@ class AdmissionRequest:
     object: Mapping[str, Any]
     dry_run: bool
     user: str
+    #: The object before an UPDATE (empty otherwise).
+    old_object: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def display_name(self) -> str:
@@ -66,6 +68,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
     obj = request.get("object")
     if obj is not None and not isinstance(obj, dict):
         raise ReviewError("request.object must be an object")
+    old = request.get("oldObject")
+    if old is not None and not isinstance(old, dict):
+        raise ReviewError("request.oldObject must be an object")
     user_info = request.get("userInfo")
     user = user_info.get("username") if isinstance(user_info, dict) else None
     return AdmissionRequest(
@@ -80,6 +85,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         object=obj or {},
         dry_run=request.get("dryRun") is True,
         user=user if isinstance(user, str) else "",
+        old_object=old or {},
     )
 
 

@@ -73,6 +73,7 @@ class V2Api:
             ("registry _moorage/policy/rules", "PUT"): (extension.put_policy, "admin"),
             ("registry _moorage/policy/check", "GET"): (extension.check_policy, "pull"),
             ("registry _moorage/policy/changes", "GET"): (extension.policy_changes, "pull"),
+            ("registry _moorage/pins", "GET"): (extension.list_pins, "pull"),
         }
 
     async def _start_upload(

@@ -11,6 +11,8 @@ Endpoints follow the distribution-spec's extension layout (docs/extensions.md):
     GET  /v2/_moorage/policy/rules          PUT the same path to replace them (admins)
     GET  /v2/_moorage/policy/check?repository=R&tag=T
     GET  /v2/_moorage/policy/changes[?n=N]
+    GET  /v2/_moorage/pins[?namespace=NS&image=REF&n=N&last=ID]   what the pinning webhook
+                                            resolved images to, where and when, newest first
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from moorage.api.v2.common import (
 )
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import PolicyChange, TagEvent
+from moorage.meta.base import PinRecord, PolicyChange, TagEvent
 from moorage.names import validate_name, validate_tag
+from moorage.reference import ReferenceError, parse_reference
 from moorage.registry.service import Registry
 from moorage.registry.tags import parse_policy
 from moorage.times import format_time, parse_time
@@ -48,6 +51,7 @@ ENDPOINTS = [
     "_moorage/policy/rules",
     "_moorage/policy/check",
     "_moorage/policy/changes",
+    "_moorage/pins",
 ]
 _POLICY_LIMIT = 1024 * 1024
 
@@ -230,3 +234,51 @@ async def policy_changes(
     limit, _last = pagination(request)
     changes = await registry.policies.changes(limit)
     return _json({"changes": [change_json(c) for c in changes]})
+
+
+def pin_json(pin: PinRecord) -> dict[str, Any]:
+    return {
+        "id": pin.id,
+        "time": format_time(pin.at),
+        "namespace": pin.namespace,
+        "kind": pin.kind,
+        "name": pin.name,
+        "container": pin.container,
+        "container_kind": pin.container_kind,
+        "image": pin.image,
+        "repository": pin.repository,
+        "tag": pin.tag,
+        "digest": pin.digest,
+        "source": pin.source,
+        "user": pin.user,
+        "request_uid": pin.request_uid,
+    }
+
+
+async def list_pins(request: web.Request, registry: Registry, name: str, _: str) -> web.Response:
+    """Pins filtered by namespace and by image (parsed as workloads write it)."""
+    limit, last = pagination(request)
+    if last is not None and not (last.isascii() and last.isdigit()):
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, "last must be a pin id")
+    repository = tag = None
+    image = request.query.get("image")
+    if image:
+        try:
+            reference = parse_reference(image)
+        except ReferenceError as exc:
+            raise RegistryError(ErrorCode.PARAMETER_INVALID, str(exc)) from None
+        repository, tag = reference.repository, reference.tag
+    pins = await registry.meta.list_pins(
+        request.query.get("namespace") or None,
+        repository,
+        tag,
+        None if limit is None else limit + 1,
+        None if last is None else int(last),
+    )
+    headers: dict[str, str] = {}
+    if limit is not None and len(pins) > limit:
+        pins = pins[:limit]
+        if pins:
+            extra = {k: v for k, v in request.query.items() if k in ("namespace", "image")}
+            headers["Link"] = next_link(request.path, limit, str(pins[-1].id), extra)
+    return _json({"pins": [pin_json(p) for p in pins]}, headers)

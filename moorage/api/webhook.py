@@ -14,17 +14,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from moorage.admission.mutate import Pinner
 from moorage.admission.review import (
     AdmissionRequest,
     AdmissionResponse,
     ReviewError,
     parse_review,
 )
+from moorage.admission.setup import Admission
 
 log = logging.getLogger("moorage.admission")
-
-Validator = Callable[[AdmissionRequest], Awaitable[AdmissionResponse]]
 
 #: An AdmissionReview is small; the API server caps objects at about 3 MiB.
 MAX_REVIEW = 8 * 1024 * 1024
@@ -67,14 +65,14 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_webhook_app(pinner: Pinner, validator: Validator) -> web.Application:
+def create_webhook_app(admission: Admission) -> web.Application:
     app = web.Application(client_max_size=MAX_REVIEW)
-    app.router.add_post("/mutate", _handler(pinner.review))
-    app.router.add_post("/validate", _handler(validator))
+    app.router.add_post("/mutate", _handler(admission.pinner.review))
+    app.router.add_post("/validate", _handler(admission.validator))
     app.router.add_get("/healthz", _healthz)
 
-    async def drain(app: web.Application) -> None:
-        await pinner.drain()
+    async def close(app: web.Application) -> None:
+        await admission.close()
 
-    app.on_shutdown.append(drain)
+    app.on_cleanup.append(close)
     return app

@@ -1117,6 +1117,7 @@ ENDPOINTS = [
     "_moorage/policy/rules",
     "_moorage/policy/check",
     "_moorage/policy/changes",
+    "_moorage/pins",
 ]
 
 

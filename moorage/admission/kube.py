@@ -1,0 +1,318 @@
+"""A minimal Kubernetes API client: the pull secrets of the workloads being admitted.
+
+In-cluster configuration only (the webhook runs in a pod): the API server from
+``KUBERNETES_SERVICE_HOST``/``_PORT``, the ServiceAccount token and CA from the mounted
+``/var/run/secrets/kubernetes.io/serviceaccount``. The token is re-read whenever its file
+changes (the kubelet rotates projected tokens) and once more after a 401.
+
+Which secrets count is what the kubelet would use: the workload's ``imagePullSecrets``, or,
+when it names none, those of its ServiceAccount (``default`` when unnamed), the way the
+ServiceAccount admission plugin fills them into Pods. Secrets of type
+``kubernetes.io/dockerconfigjson`` and ``kubernetes.io/dockercfg`` are read; a missing secret
+is skipped with a warning, as the kubelet does. Answers (found or not) are cached for
+``cache_ttl`` seconds, and concurrent requests for one object share one API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from moorage.admission.credentials import Credentials, CredentialsError, parse_docker_config
+from moorage.admission.resolver import ResolveContext, ResolveError
+
+log = logging.getLogger("moorage.admission")
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
+DOCKERCFG = "kubernetes.io/dockercfg"
+#: Secret type -> the data key holding the config, and whether it is the legacy shape.
+PULL_SECRET_TYPES = {
+    DOCKER_CONFIG_JSON: (".dockerconfigjson", False),
+    DOCKERCFG: (".dockercfg", True),
+}
+
+RBAC_HINT = (
+    "give the webhook's ServiceAccount get on secrets and serviceaccounts (a ClusterRole with "
+    'apiGroups [""], resources [secrets, serviceaccounts], verbs [get], and a '
+    "ClusterRoleBinding to it)"
+)
+
+
+class KubernetesError(ResolveError):
+    """The Kubernetes API could not be asked or refused; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    server: str
+    token_file: Path
+    ca_file: Path
+
+    @classmethod
+    def in_cluster(
+        cls,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        directory: Path = SERVICE_ACCOUNT_DIR,
+    ) -> ClusterConfig:
+        host = environ.get("KUBERNETES_SERVICE_HOST", "")
+        port = environ.get("KUBERNETES_SERVICE_PORT", "")
+        if not host or not port:
+            raise KubernetesError(
+                "not running in a Kubernetes pod: KUBERNETES_SERVICE_HOST and "
+                "KUBERNETES_SERVICE_PORT are not set"
+            )
+        token, ca = directory / "token", directory / "ca.crt"
+        for path in (token, ca):
+            if not path.is_file():
+                raise KubernetesError(
+                    f"no ServiceAccount credentials at {path}: is automountServiceAccountToken "
+                    "turned off for the webhook's pod?"
+                )
+        host = f"[{host}]" if ":" in host else host
+        return cls(f"https://{host}:{port}", token, ca)
+
+
+def in_cluster(
+    environ: Mapping[str, str] = os.environ, directory: Path = SERVICE_ACCOUNT_DIR
+) -> bool:
+    """True when the in-cluster configuration is there (for ``admission.kubernetes = "auto"``)."""
+    try:
+        ClusterConfig.in_cluster(environ=environ, directory=directory)
+    except KubernetesError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Secret:
+    namespace: str
+    name: str
+    type: str
+    #: Base64-decoded values.
+    data: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    namespace: str
+    name: str
+    image_pull_secrets: tuple[str, ...]
+
+
+def credentials_from_secret(secret: Secret) -> Credentials | None:
+    """The registry credentials of a pull secret; None for other types of secret.
+
+    Raises ``CredentialsError`` for a pull secret whose content is not a Docker config.
+    """
+    kind = PULL_SECRET_TYPES.get(secret.type)
+    if kind is None:
+        return None
+    key, legacy = kind
+    payload = secret.data.get(key)
+    source = f"pull secret {secret.namespace}/{secret.name}"
+    if not payload:
+        raise CredentialsError(f"{source}: type {secret.type} but no {key} in its data")
+    return parse_docker_config(payload, source, legacy=legacy)
+
+
+def _secret(document: Mapping[str, Any], namespace: str, name: str) -> Secret:
+    data: dict[str, bytes] = {}
+    raw = document.get("data")
+    for key, value in raw.items() if isinstance(raw, dict) else ():
+        try:
+            data[key] = base64.b64decode(value, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            log.warning("secret %s/%s: data[%r] is not base64; ignored", namespace, name, key)
+    kind = document.get("type")
+    return Secret(namespace, name, kind if isinstance(kind, str) else "Opaque", data)
+
+
+def _service_account(document: Mapping[str, Any], namespace: str, name: str) -> ServiceAccount:
+    listed = document.get("imagePullSecrets")
+    names = tuple(
+        s["name"]
+        for s in (listed if isinstance(listed, list) else ())
+        if isinstance(s, dict) and isinstance(s.get("name"), str) and s["name"]
+    )
+    return ServiceAccount(namespace, name, names)
+
+
+@dataclass
+class _Cached:
+    document: dict[str, Any] | None
+    expires: float
+
+
+class KubeClient:
+    """GETs Secrets and ServiceAccounts; one ``aiohttp.ClientSession``, closed by ``close()``."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        cache_ttl: float = 30.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.cache_ttl = cache_ttl
+        self.timeout = timeout
+        self.clock = clock
+        self._ssl = ssl.create_default_context(cafile=str(config.ca_file))
+        self._session: aiohttp.ClientSession | None = None
+        self._token_stamp: tuple[int, int, int] | None = None
+        self._token = ""
+        self._cache: dict[str, _Cached] = {}
+        self._inflight: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_secret(self, namespace: str, name: str) -> Secret | None:
+        """The secret, or None if it does not exist."""
+        document = await self._get("secrets", namespace, name)
+        return None if document is None else _secret(document, namespace, name)
+
+    async def get_service_account(self, namespace: str, name: str) -> ServiceAccount | None:
+        """The service account (its ``imagePullSecrets``), or None if it does not exist."""
+        document = await self._get("serviceaccounts", namespace, name)
+        return None if document is None else _service_account(document, namespace, name)
+
+    async def pull_secret_credentials(self, context: ResolveContext) -> list[Credentials]:
+        """The credentials the kubelet would pull the workload's images with, in its order."""
+        namespace = context.namespace
+        if not namespace:
+            return []
+        names = list(context.pull_secrets)
+        if not names:
+            account_name = context.service_account or "default"
+            account = await self.get_service_account(namespace, account_name)
+            if account is None:
+                log.warning("service account %s/%s not found", namespace, account_name)
+            else:
+                names = list(account.image_pull_secrets)
+        names = list(dict.fromkeys(names))
+        secrets = await asyncio.gather(*(self.get_secret(namespace, n) for n in names))
+        found: list[Credentials] = []
+        for name, secret in zip(names, secrets, strict=True):
+            if secret is None:
+                log.warning("imagePullSecret %s/%s not found; skipped", namespace, name)
+                continue
+            try:
+                credentials = credentials_from_secret(secret)
+            except CredentialsError as exc:
+                log.warning("%s; skipped", exc)
+                continue
+            if credentials is not None:
+                found.append(credentials)
+        return found
+
+    async def _get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{resource}/{quote(name, safe='')}"
+        cached = self._cache.get(path)
+        if cached is not None and cached.expires > self.clock():
+            return cached.document
+        task = self._inflight.get(path)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(path, resource, namespace, name))
+            self._inflight[path] = task
+            task.add_done_callback(self._done)
+        # Shielded: a caller that gives up (its deadline) leaves the answer for the next one.
+        return await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[dict[str, Any] | None]) -> None:
+        for path, running in list(self._inflight.items()):
+            if running is task:
+                del self._inflight[path]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have given up already
+
+    async def _fetch(
+        self, path: str, resource: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        status, document = await self._request(path, refresh=False)
+        if status == 401:  # the token may have been rotated since we read it
+            status, document = await self._request(path, refresh=True)
+        if status == 404:
+            document = None
+        elif status != 200 or document is None:
+            raise _error(status, document, resource, namespace, name, self.config.server)
+        if len(self._cache) >= 10_000:
+            self._cache.clear()
+        self._cache[path] = _Cached(document, self.clock() + self.cache_ttl)
+        return document
+
+    async def _request(self, path: str, *, refresh: bool) -> tuple[int, dict[str, Any] | None]:
+        headers = {"Authorization": f"Bearer {self._read_token(refresh)}"}
+        headers["Accept"] = "application/json"
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        try:
+            async with self._session.get(self.config.server + path, headers=headers) as response:
+                try:
+                    document = await response.json(content_type=None)
+                except ValueError:
+                    document = None
+                return response.status, document if isinstance(document, dict) else None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise KubernetesError(
+                f"cannot reach the Kubernetes API at {self.config.server}: {reason}"
+            ) from None
+
+    def _read_token(self, refresh: bool) -> str:
+        path = self.config.token_file
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+            if refresh or stamp != self._token_stamp:
+                self._token = path.read_text().strip()
+                self._token_stamp = stamp
+        except OSError as exc:
+            raise KubernetesError(
+                f"cannot read the ServiceAccount token {path}: {exc.strerror}"
+            ) from None
+        return self._token
+
+
+def _error(
+    status: int,
+    document: Mapping[str, Any] | None,
+    resource: str,
+    namespace: str,
+    name: str,
+    server: str,
+) -> KubernetesError:
+    message = document.get("message") if document is not None else None
+    detail = message if isinstance(message, str) and message else f"HTTP {status}"
+    if status == 403:
+        return KubernetesError(
+            f"the webhook may not read {resource} in namespace {namespace} ({detail}): " + RBAC_HINT
+        )
+    if status == 401:
+        return KubernetesError(
+            f"the Kubernetes API refused the webhook's ServiceAccount token ({detail})"
+        )
+    return KubernetesError(
+        f"the Kubernetes API at {server} answered {status} for {resource} "
+        f"{namespace}/{name}: {detail}"
+    )

@@ -1,0 +1,106 @@
+"""Building the admission webhooks from settings: resolvers, credentials, rules.
+
+Which hosts count as "this registry": the ``admission.registry_hosts`` setting, plus the
+listen address and its localhost forms, so images pushed to this registry are always resolved
+from its own metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from moorage.admission.credentials import Credentials, DockerConfigFile
+from moorage.admission.kube import ClusterConfig, KubeClient, in_cluster
+from moorage.admission.mutate import Pinner
+from moorage.admission.remote import RemoteResolver
+from moorage.admission.resolver import CachingResolver, LocalResolver, RoutingResolver
+from moorage.admission.review import AdmissionRequest, AdmissionResponse
+from moorage.admission.validation import RuleError, local_tag_mode, parse_rules, validate
+from moorage.config import ConfigError, Settings, split_address
+from moorage.policy import Policy
+from moorage.registry.service import Registry
+
+#: The remote resolver's own timeout stays under the pinner's deadline, so users see the
+#: registry's answer ("unauthorized", "connection refused") rather than a generic timeout.
+_REMOTE_SHARE = 0.8
+
+
+def own_hosts(settings: Settings) -> frozenset[str]:
+    host, port = split_address(settings.listen)
+    hosts = {*settings.admission_registry_hosts, f"{host}:{port}"}
+    if host in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
+        hosts |= {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+    return frozenset(hosts)
+
+
+@dataclass
+class Admission:
+    pinner: Pinner
+    validator: Callable[[AdmissionRequest], Awaitable[AdmissionResponse]]
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.pinner.drain()
+        for close in self._closers:
+            await close()
+
+
+def _remote(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> RemoteResolver:
+    credentials: Callable[[], Credentials] | None = None
+    if settings.admission_docker_config is not None:
+        credentials = DockerConfigFile(settings.admission_docker_config)
+    kubernetes = settings.admission_kubernetes == "on" or (
+        settings.admission_kubernetes == "auto" and in_cluster()
+    )
+    secrets_for = None
+    if kubernetes:
+        kube = KubeClient(ClusterConfig.in_cluster())
+        closers.append(kube.close)
+        secrets_for = kube.pull_secret_credentials
+    remote = RemoteResolver(
+        credentials=credentials,
+        secrets_for=secrets_for,
+        insecure_hosts=frozenset(settings.admission_insecure_registries),
+        ca_file=settings.admission_ca_file,
+        timeout=settings.admission_deadline * _REMOTE_SHARE,
+    )
+    closers.append(remote.close)
+    return remote
+
+
+def build_admission(settings: Settings, registry: Registry) -> Admission:
+    try:
+        rules = parse_rules(settings.admission_validation_rules)
+    except RuleError as exc:
+        raise ConfigError(f"invalid [admission.validation]: {exc}") from None
+    hosts = own_hosts(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    remote = _remote(settings, closers) if settings.admission_remote else None
+    policies = registry.policies
+
+    async def current_policy() -> Policy:
+        return (await policies.current()).policy
+
+    resolver = CachingResolver(
+        RoutingResolver(LocalResolver(registry.meta, hosts), remote),
+        policy=current_policy,
+        ttl=settings.admission_cache_ttl,
+    )
+    pinner = Pinner(
+        resolver,
+        registry.meta.record_pins,
+        on_failure="warn" if settings.admission_on_failure == "warn" else "deny",
+        deadline=settings.admission_deadline,
+    )
+
+    async def validator(request: AdmissionRequest) -> AdmissionResponse:
+        state = await policies.current()
+        return validate(
+            request,
+            rules,
+            local_tag_mode(state.policy, hosts),
+            old_object=request.old_object or None,
+        )
+
+    return Admission(pinner, validator, closers)

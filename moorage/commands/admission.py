@@ -1,0 +1,107 @@
+"""``moorage certs``, ``moorage webhook serve|manifests`` and ``moorage pins``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from moorage.admission.configuration import webhook_configurations
+from moorage.certs import issue, service_names
+from moorage.commands.client import Client
+from moorage.commands.render import short, table
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser, serve_options: Any) -> None:
+    certs = commands.add_parser(
+        "certs", help="make a CA and a serving certificate for the webhooks (and the registry)"
+    )
+    certs.add_argument("--out", type=Path, default=Path("certs"), help="directory (./certs)")
+    certs.add_argument("--service", default="moorage", help="the Service name (moorage)")
+    certs.add_argument("--namespace", default="moorage", help="its namespace (moorage)")
+    certs.add_argument("--dns", action="append", default=[], help="another DNS name (repeat)")
+    certs.add_argument("--ip", action="append", default=[], help="an IP address (repeat)")
+    certs.add_argument("--days", type=int, default=365)
+    certs.add_argument("--force", action="store_true", help="replace existing files")
+    certs.set_defaults(run_local=_certs)
+
+    webhook = commands.add_parser("webhook", help="the admission webhooks")
+    actions = webhook.add_subparsers(dest="action", required=True)
+    serve = actions.add_parser("serve", help="serve only the webhooks, against the registry's data")
+    serve_options(serve)
+    serve.add_argument(
+        "--webhook-listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)"
+    )
+    manifests = actions.add_parser(
+        "manifests", help="print the Mutating/ValidatingWebhookConfiguration (JSON, for kubectl)"
+    )
+    manifests.add_argument("--ca-file", type=Path, default=Path("certs/ca.crt"))
+    manifests.add_argument("--service", default="moorage")
+    manifests.add_argument("--namespace", default="moorage")
+    manifests.add_argument("--port", type=int, default=8443)
+    manifests.add_argument("--timeout", type=int, default=10, help="timeoutSeconds (10)")
+    manifests.add_argument(
+        "--failure-policy",
+        choices=["Fail", "Ignore"],
+        default="Fail",
+        help="Fail (fail closed, the default) or Ignore (fail open)",
+    )
+    manifests.set_defaults(run_local=_manifests)
+
+    pins = commands.add_parser(
+        "pins", parents=[common], help="what images resolved to, where and when"
+    )
+    pins.add_argument(
+        "image", nargs="?", help="the image as workloads write it, e.g. team/app:today"
+    )
+    pins.add_argument("-N", "--namespace", help="only this namespace")
+    pins.add_argument("-n", "--limit", type=int, default=50)
+    pins.set_defaults(run=_pins)
+
+
+def _certs(args: argparse.Namespace) -> int:
+    names = service_names(args.service, args.namespace) + args.dns
+    issued = issue(args.out, names, args.ip, days=args.days, overwrite=args.force)
+    print(f"CA:          {issued.ca_cert} (key {issued.ca_key})")
+    print(f"certificate: {issued.cert} (key {issued.key}) for {', '.join(names + args.ip)}")
+    return 0
+
+
+def _manifests(args: argparse.Namespace) -> int:
+    documents = webhook_configurations(
+        ca_pem=args.ca_file.read_bytes(),
+        service=args.service,
+        namespace=args.namespace,
+        port=args.port,
+        timeout=args.timeout,
+        failure_policy=args.failure_policy,
+    )
+    json.dump({"apiVersion": "v1", "kind": "List", "items": documents}, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _pins(client: Client, args: argparse.Namespace) -> None:
+    params = {"n": str(args.limit)}
+    if args.namespace:
+        params["namespace"] = args.namespace
+    if args.image:
+        params["image"] = args.image
+    data = client.call("GET", "/v2/_moorage/pins", params)
+    rows = [
+        (
+            p["time"],
+            p["namespace"],
+            f"{p['kind']}/{p['name']}",
+            p["container"],
+            p["image"],
+            short(p["digest"]),
+            p["source"],
+        )
+        for p in data["pins"]
+    ]
+    headers = ("TIME", "NAMESPACE", "OBJECT", "CONTAINER", "IMAGE", "DIGEST", "VIA")
+    text = table(headers, rows) if rows else "no pins recorded"
+    print(json.dumps(data, indent=2) if args.json else text)
