@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moorage.admission.validation import RuleError, parse_rules
 from moorage.policy import Policy, PolicyError
 
 
@@ -205,6 +206,10 @@ def load_settings(
     if settings.webhook_listen is not None:
         split_address(settings.webhook_listen)
     settings.configured_policy()  # validates [policy]
+    try:
+        parse_rules(settings.admission_validation_rules)
+    except RuleError as exc:
+        raise ConfigError(f"invalid [admission.validation]: {exc}") from None
     if settings.admission_on_failure not in ("deny", "warn"):
         raise ConfigError("admission.on_failure must be 'deny' or 'warn'")
     if settings.admission_kubernetes not in ("auto", "on", "off"):

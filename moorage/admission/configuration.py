@@ -10,6 +10,9 @@ Defaults chosen for safety (``moorage webhook manifests``):
 - ``kube-system`` and the webhook's own namespace are excluded, so a fail-closed webhook can
   never block the pods that would repair it.
 - Rules cover Pods (and ``pods/ephemeralcontainers``) and every workload template.
+
+``rbac`` gives the webhooks' ServiceAccount what reading pull secrets takes: ``get`` on
+``secrets`` and ``serviceaccounts``.
 """
 
 from __future__ import annotations
@@ -115,5 +118,33 @@ def webhook_configurations(
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": "moorage-verify-images"},
             "webhooks": [validating],
+        },
+    ]
+
+
+def rbac(*, service_account: str = "moorage", namespace: str = "moorage") -> list[dict[str, Any]]:
+    """A ClusterRole and its binding: the webhooks read workloads' imagePullSecrets."""
+    name = f"{service_account}-read-pull-secrets"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+            ],
         },
     ]

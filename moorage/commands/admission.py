@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moorage.admission.configuration import webhook_configurations
+from moorage.admission.configuration import rbac, webhook_configurations
 from moorage.certs import issue, service_names
 from moorage.commands.client import Client
 from moorage.commands.render import short, table
@@ -41,6 +41,9 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser, serve_options: A
     manifests.add_argument("--service", default="moorage")
     manifests.add_argument("--namespace", default="moorage")
     manifests.add_argument("--port", type=int, default=8443)
+    manifests.add_argument(
+        "--service-account", default="moorage", help="the webhooks' ServiceAccount (moorage)"
+    )
     manifests.add_argument("--timeout", type=int, default=10, help="timeoutSeconds (10)")
     manifests.add_argument(
         "--failure-policy",
@@ -77,7 +80,7 @@ def _manifests(args: argparse.Namespace) -> int:
         port=args.port,
         timeout=args.timeout,
         failure_policy=args.failure_policy,
-    )
+    ) + rbac(service_account=args.service_account, namespace=args.namespace)
     json.dump({"apiVersion": "v1", "kind": "List", "items": documents}, sys.stdout, indent=2)
     print()
     return 0

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from moorage.admission.configuration import webhook_configurations
+from moorage.admission.configuration import rbac, webhook_configurations
 
 
 def test_safe_defaults() -> None:
@@ -56,3 +56,13 @@ def test_choices_and_limits() -> None:
     assert mutating["webhooks"][0]["failurePolicy"] == "Ignore"
     with pytest.raises(ValueError):
         webhook_configurations(ca_pem=b"x", timeout=31)
+
+
+def test_rbac_grants_reading_pull_secrets_only() -> None:
+    role, binding = rbac(service_account="hook", namespace="infra")
+    assert role["kind"] == "ClusterRole"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hook", "namespace": "infra"}]
