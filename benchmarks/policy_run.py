@@ -37,17 +37,21 @@ from servers import Server, start_server
 @dataclass(frozen=True)
 class Variant:
     """A registry to compare: ``code`` is the directory its ``moorage`` package is imported
-    from; ``rules``: whether it gets ``POLICY`` before the run."""
+    from; ``rules``: whether it gets ``POLICY`` before the run; ``pre_policy``: code from
+    before tag policies existed (it must not answer the extension); ``checked``: whether its
+    tag history is checked (not for a tree given with --baseline-code, which may differ)."""
 
     key: str
     label: str
     code: Path
     rules: bool
+    pre_policy: bool = False
+    checked: bool = True
 
     @property
     def policy_rules(self) -> list[str] | None:
-        """The rules its policy must have; None for the baseline, which has no policies."""
-        if self.key == "baseline":
+        """The rules its policy must have; None for code that has no policies."""
+        if self.pre_policy:
             return None
         return RULE_NAMES if self.rules else []
 
@@ -115,7 +119,7 @@ async def exercise(
         checks.append(f"{len(timed)} timed PUTs answered 201 with the pushed digest")
         every = [*seeded, *warm, *timed]
         checks.append(await check_tags(session, every, args.concurrency))
-        if variant.policy_rules is not None:  # the baseline keeps no history
+        if variant.policy_rules is not None and variant.checked:  # pre-policy code keeps none
             checks.append(await check_history(session, every))
         if variant.rules:  # after the timed loop, so all three do the same before it
             checks.append(await check_decisions(session, [*plan.seeds, *plan.timed], 32))

@@ -16,6 +16,7 @@ Usage: .venv/bin/python benchmarks/tag_policy.py [--manifests 3000] [--concurren
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -152,6 +153,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=2, help="moorage worker processes (default 2)"
     )
+    parser.add_argument(
+        "--baseline-code",
+        type=Path,
+        help="a source tree to run as the baseline instead of the revision before tag policies",
+    )
     parser.add_argument("--tmpdir", type=Path, help="where to create the work directory")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -214,10 +220,24 @@ def benchmark(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="moorage-tag-policy-", dir=args.tmpdir))
     try:
         introduced, baseline = baseline_revision()
-        print(f"tag policies introduced by {introduced[:10]}; baseline: its parent {baseline[:10]}")
-        with checked_out(baseline, work / "baseline-src") as worktree:
+        if args.baseline_code is not None:
+            baseline = f"tree {args.baseline_code}"
+        else:
+            print(f"tag policies came with {introduced[:10]}; baseline: its parent {baseline[:10]}")
+        with contextlib.ExitStack() as stack:
+            worktree = args.baseline_code or stack.enter_context(
+                checked_out(baseline, work / "baseline-src")
+            )
+            label = "baseline tree" if args.baseline_code else f"baseline {baseline[:7]}"
             variants = [
-                Variant("baseline", f"baseline {baseline[:7]}", worktree, rules=False),
+                Variant(
+                    "baseline",
+                    label,
+                    worktree,
+                    rules=False,
+                    pre_policy=not args.baseline_code,
+                    checked=not args.baseline_code,
+                ),
                 Variant("default", "current, default policy", ROOT, rules=False),
                 Variant("rules", f"current, {len(RULE_NAMES)} rules", ROOT, rules=True),
             ]

@@ -502,10 +502,19 @@ class SQLiteMetadata:
         return events[0] if events else None
 
     async def digest_events(self, digest: str) -> list[TagEvent]:
-        return self._events(
-            "(new_digest = ? OR old_digest = ?) AND action != 'refused' ORDER BY id",
-            (digest, digest),
-        )
+        # Changes that pointed a tag at the digest (indexed), and for each, the tag's next
+        # change, which pointed it away (found through the tag index). An index on old_digest
+        # would answer this directly but cost every tag write ~10% of its throughput.
+        rows = self._reader.execute(
+            f"WITH pointed AS (SELECT id, repository, tag FROM tag_events "
+            "WHERE new_digest = ? AND action != 'refused') "
+            f"SELECT {_EVENT_COLUMNS} FROM tag_events WHERE id IN ("
+            "SELECT id FROM pointed UNION SELECT (SELECT MIN(n.id) FROM tag_events n "
+            "WHERE n.repository = p.repository AND n.tag = p.tag AND n.id > p.id "
+            "AND n.action != 'refused') FROM pointed p) ORDER BY id",
+            (digest,),
+        ).fetchall()
+        return [TagEvent(*row) for row in rows]
 
     # -- tag policy ---------------------------------------------------------------------------
     async def policy_version(self) -> int:

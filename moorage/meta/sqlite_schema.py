@@ -82,7 +82,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tag_events_by_tag ON tag_events (repository, tag, id);
     CREATE INDEX tag_events_by_new_digest ON tag_events (new_digest) WHERE new_digest IS NOT NULL;
-    CREATE INDEX tag_events_by_old_digest ON tag_events (old_digest) WHERE old_digest IS NOT NULL;
     CREATE TABLE policy (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         document TEXT NOT NULL,
