@@ -77,6 +77,9 @@ class Settings:
     admission_kubernetes: str = "auto"
     #: Resolve images of other registries at all (off: only this registry's images are pinned).
     admission_remote: bool = True
+    #: Tags of other registries that never move, cached for good once resolved
+    #: (``[[admission.immutable_remote_tags]]``: ``repositories`` as host/path, ``tags``).
+    admission_immutable_remote_tags: list[dict[str, Any]] = field(default_factory=list)
     #: Validating webhook rules (``[[admission.validation.rules]]``).
     admission_validation_rules: list[dict[str, Any]] = field(default_factory=list)
     #: Tag policy from the config file (``[policy]`` with ``default`` and ``[[policy.rules]]``).
@@ -96,6 +99,15 @@ class Settings:
     def database(self) -> Path:
         return self.data / "moorage.db"
 
+    def immutable_remote_tags(self) -> Policy:
+        """Which tags of other registries never move (their digests are cached for good):
+        ``[[admission.immutable_remote_tags]]`` rules, matched against host/path and tag."""
+        try:
+            rules = [{"mode": "immutable", **rule} for rule in self.admission_immutable_remote_tags]
+            return Policy.from_dict({"default": "mutable", "rules": rules})
+        except (PolicyError, TypeError) as exc:
+            raise ConfigError(f"invalid admission.immutable_remote_tags: {exc}") from None
+
     def configured_policy(self) -> Policy | None:
         """The policy the configuration declares, or None if it declares none."""
         if self.policy_default is None and self.policy_rules is None:
@@ -106,6 +118,12 @@ class Settings:
             )
         except PolicyError as exc:
             raise ConfigError(f"invalid [policy]: {exc}") from None
+
+
+#: Settings that are lists of tables (``[[...]]``) and must not be flattened further.
+_TABLE_LISTS = frozenset(
+    {"policy_rules", "admission_validation_rules", "admission_immutable_remote_tags"}
+)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -160,7 +178,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}".replace("-", "_")
-        if isinstance(value, dict) and name not in ("policy_rules", "admission_validation_rules"):
+        if isinstance(value, dict) and name not in _TABLE_LISTS:
             flat.update(_flatten(value, f"{name}_"))
         else:
             flat[name] = value
@@ -206,6 +224,7 @@ def load_settings(
     if settings.webhook_listen is not None:
         split_address(settings.webhook_listen)
     settings.configured_policy()  # validates [policy]
+    settings.immutable_remote_tags()  # validates [[admission.immutable_remote_tags]]
     try:
         parse_rules(settings.admission_validation_rules)
     except RuleError as exc:

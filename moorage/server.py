@@ -26,10 +26,11 @@ from typing import Any
 
 from aiohttp import web
 
+from moorage.admission.resolver import ResolveError
 from moorage.admission.setup import build_admission
 from moorage.api.app import create_app
 from moorage.api.webhook import create_webhook_app
-from moorage.config import Settings, split_address
+from moorage.config import ConfigError, Settings, split_address
 from moorage.meta.base import Actor
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.registry.service import Registry
@@ -160,18 +161,26 @@ def run_worker(settings: Settings, listeners: Listeners) -> None:
 
 def _prepare(settings: Settings) -> None:
     """Once, before the workers start: create the data directory, bring the database schema
-    up to date, and install the configured tag policy."""
+    up to date, install the configured tag policy, and build the admission webhooks once so
+    that unusable settings stop here with a message, not in a loop of crashing workers."""
     if settings.storage_driver == "filesystem":
         settings.data.mkdir(parents=True, exist_ok=True)
 
-        async def prepare() -> None:
-            registry = build_registry(settings)
-            try:
+    async def prepare() -> None:
+        registry = build_registry(settings)
+        try:
+            if settings.storage_driver == "filesystem":
                 await install_configured_policy(registry, settings)
-            finally:
-                await registry.close()
+            if settings.webhook_listen is not None:
+                try:
+                    admission = build_admission(settings, registry)
+                except (ValueError, ResolveError) as exc:  # unreadable files, no cluster...
+                    raise ConfigError(str(exc)) from None
+                await admission.close()
+        finally:
+            await registry.close()
 
-        asyncio.run(prepare())
+    asyncio.run(prepare())
 
 
 def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -> int:
@@ -198,13 +207,23 @@ def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -
     return _supervise(settings, listeners, ready)
 
 
+#: A worker that exits within this many seconds of starting died "quickly"; after this many
+#: quick deaths in a row the supervisor stops instead of restarting workers forever.
+_QUICK_DEATH = 2.0
+_MAX_QUICK_DEATHS = 5
+
+
 def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> int:
     context = multiprocessing.get_context("fork")
-    stopping = False
+    stopping = failed = False
+
+    started: dict[int, float] = {}
+    quick_deaths = 0
 
     def start(index: int) -> BaseProcess:
         process = context.Process(target=run_worker, args=(settings, listeners[index]))
         process.start()
+        started[index] = time.monotonic()
         return process
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -220,8 +239,19 @@ def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> in
         time.sleep(0.2)
         for index, process in enumerate(workers):
             if not process.is_alive() and not stopping:
-                log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                 process.join()
+                if time.monotonic() - started[index] < _QUICK_DEATH:
+                    quick_deaths += 1
+                else:
+                    quick_deaths = 0
+                if quick_deaths >= _MAX_QUICK_DEATHS:
+                    log.error(
+                        "workers keep exiting right after they start (last: %s); giving up",
+                        process.exitcode,
+                    )
+                    stopping = failed = True
+                    break
+                log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
                 workers[index] = start(index)
     for process in workers:
         if process.pid is not None:
@@ -235,4 +265,4 @@ def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> in
     for group in listeners:
         for sock in group.sockets():
             sock.close()
-    return 0
+    return 1 if failed else 0

@@ -4,15 +4,16 @@ A ``Resolver`` turns ``ImageReference`` (with a tag) into the digest the tag poi
 - ``LocalResolver`` answers for images in this registry from its own metadata: no network,
   and no race with a push in flight (the tag is read from the source of truth).
 - Images in other registries go to a remote resolver (``admission.remote``) over the OCI API.
-- ``CachingResolver`` remembers answers: for good when the policy says the tag is immutable,
-  briefly otherwise.
+- ``CachingResolver`` remembers other registries' answers: for good for tags the operator
+  declares immutable there (``admission.immutable_remote_tags``), briefly otherwise. This
+  registry's own tag policy governs pushes to it, not tags elsewhere, so it is not used.
 A multi-arch tag resolves to its index digest, which every node can pull.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,13 +91,13 @@ class _Entry:
 
 @dataclass
 class CachingResolver:
-    """Caches remote answers: immutable tags (by ``policy``) for good, others for ``ttl``.
+    """Caches remote answers: tags ``immutable`` calls immutable for good, others for ``ttl``.
 
     Answers for this registry's own images are never cached: they are a local read already.
     """
 
     inner: RoutingResolver
-    policy: Callable[[], Awaitable[Policy]]
+    immutable: Policy
     ttl: float = 10.0
     max_entries: int = 10_000
     clock: Callable[[], float] = time.monotonic
@@ -113,7 +114,7 @@ class CachingResolver:
             return Resolution(entry.resolution.digest, "cache")
         resolution = await self.inner.resolve(reference, context)
         assert reference.tag is not None
-        immutable = (await self.policy()).decide(reference.repository, reference.tag).immutable
+        immutable = self.immutable.decide(reference.repository, reference.tag).immutable
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         self._entries[key] = _Entry(resolution, float("inf") if immutable else now + self.ttl)

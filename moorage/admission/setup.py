@@ -18,7 +18,6 @@ from moorage.admission.resolver import CachingResolver, LocalResolver, RoutingRe
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
 from moorage.admission.validation import RuleError, local_tag_mode, parse_rules, validate
 from moorage.config import ConfigError, Settings, split_address
-from moorage.policy import Policy
 from moorage.registry.service import Registry
 
 #: The remote resolver's own timeout stays under the pinner's deadline, so users see the
@@ -28,7 +27,8 @@ _REMOTE_SHARE = 0.8
 
 def own_hosts(settings: Settings) -> frozenset[str]:
     host, port = split_address(settings.listen)
-    hosts = {*settings.admission_registry_hosts, f"{host}:{port}"}
+    written = f"[{host}]" if ":" in host else host  # as image references write IPv6 hosts
+    hosts = {*settings.admission_registry_hosts, f"{written}:{port}"}
     if host in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
         hosts |= {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
     return frozenset(hosts)
@@ -79,12 +79,9 @@ def build_admission(settings: Settings, registry: Registry) -> Admission:
     remote = _remote(settings, closers) if settings.admission_remote else None
     policies = registry.policies
 
-    async def current_policy() -> Policy:
-        return (await policies.current()).policy
-
     resolver = CachingResolver(
         RoutingResolver(LocalResolver(registry.meta, hosts), remote),
-        policy=current_policy,
+        immutable=settings.immutable_remote_tags(),
         ttl=settings.admission_cache_ttl,
     )
     pinner = Pinner(

@@ -15,7 +15,6 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import astuple
 from pathlib import Path
 from typing import TypeVar
 
@@ -563,7 +562,13 @@ class SQLiteMetadata:
 
     # -- admission pins ------------------------------------------------------------------------
     async def record_pins(self, pins: Sequence[PinRecord]) -> None:
-        rows = [astuple(pin)[:-1] for pin in pins]
+        rows = [
+            (
+                p.at, p.namespace, p.kind, p.name, p.container_kind, p.container, p.image,
+                p.repository, p.tag, p.digest, p.source, p.request_uid, p.user,
+            )
+            for p in pins
+        ]  # fmt: skip
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(f"INSERT INTO pins ({_PIN_FIELDS}) VALUES ({_PIN_VALUES})", rows)
