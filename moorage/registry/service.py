@@ -137,8 +137,11 @@ class Registry:
         max_manifest_size: int = DEFAULT_MAX_MANIFEST_SIZE,
         upload_ttl: float = 24 * 3600,
         upload_lease: float = 300,
+        download_redirect: float | None = None,
     ) -> None:
         self.storage = storage
+        #: Send blob GETs to the storage's presigned URLs, valid this many seconds (or None).
+        self.download_redirect = download_redirect
         self.meta = meta
         self.blobs = Blobs(storage, meta)
         self.uploads = Uploads(storage, meta, ttl=upload_ttl, lease=upload_lease)
@@ -151,3 +154,4 @@ class Registry:
 
     async def close(self) -> None:
         await self.meta.close()
+        await self.storage.close()

@@ -72,3 +72,10 @@ class StorageDriver(Protocol):
 
     def list_keys(self, prefix: str) -> AsyncIterator[str]:
         """Every key that starts with ``prefix``, in no particular order."""
+
+    async def download_url(self, key: str, expires: float) -> str | None:
+        """A URL clients can fetch the object from directly for ``expires`` seconds, or None
+        (the registry then streams the object itself)."""
+
+    async def close(self) -> None:
+        """Release clients and connections."""

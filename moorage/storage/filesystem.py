@@ -259,3 +259,9 @@ class FilesystemDriver:
                 if not (name.startswith(".") and name.endswith(".tmp")):
                     keys.append(str(rel / name) if str(rel) != "." else name)
         return keys
+
+    async def download_url(self, key: str, expires: float) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -79,3 +79,9 @@ class MemoryDriver:
         for key in list(self._objects):
             if key.startswith(prefix):
                 yield key
+
+    async def download_url(self, key: str, expires: float) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from moorage.storage.base import ObjectNotFound, StorageDriver
+from tests.storage.conftest import Reopen
 
 
 async def collect(
@@ -113,3 +115,148 @@ async def test_open_writer_past_end_fails(driver: StorageDriver) -> None:
     await driver.put("uploads/short", b"ab")
     with pytest.raises(Exception):  # noqa: B017 - each driver raises its own StorageError
         await driver.open_writer("uploads/short", 10)
+
+
+async def write_sessions(driver: StorageDriver, key: str, parts: list[bytes]) -> bytes:
+    """One writer session per part, each continuing where the previous one ended."""
+    offset = 0
+    for part in parts:
+        writer = await driver.open_writer(key, offset)
+        assert writer.size == offset
+        await writer.write(part)
+        await writer.close()
+        offset += len(part)
+    return b"".join(parts)
+
+
+async def test_empty_writer_makes_an_empty_object(driver: StorageDriver) -> None:
+    """``Uploads.start`` opens and closes a writer before any byte arrives."""
+    writer = await driver.open_writer("uploads/empty", 0)
+    await writer.close()
+    assert await driver.stat("uploads/empty") == 0
+    assert await driver.get("uploads/empty") == b""
+    await driver.commit("uploads/empty", "blobs/empty")
+    assert await driver.get("blobs/empty") == b""
+
+
+async def test_writer_continued_by_another_driver(driver: StorageDriver, reopen: Reopen) -> None:
+    """Chunks of one upload land on different processes, each with its own driver."""
+    first = await driver.open_writer("uploads/shared", 0)
+    await first.write(b"from one ")
+    await first.close()
+    other = reopen()
+    assert await other.stat("uploads/shared") == 9
+    second = await other.open_writer("uploads/shared", 9)
+    await second.write(b"and from another")
+    await second.close()
+    await driver.commit("uploads/shared", "blobs/shared")
+    assert await other.get("blobs/shared") == b"from one and from another"
+
+
+async def test_abort_then_resume_at_recorded_offset(driver: StorageDriver) -> None:
+    writer = await driver.open_writer("uploads/a", 0)
+    await writer.write(b"good")
+    await writer.close()
+    writer = await driver.open_writer("uploads/a", 4)
+    await writer.write(b"half a chunk")
+    await writer.abort()
+    writer = await driver.open_writer("uploads/a", 4)
+    await writer.write(b"!")
+    await writer.close()
+    assert await driver.get("uploads/a") == b"good!"
+
+
+async def test_resume_inside_an_earlier_session(driver: StorageDriver) -> None:
+    data = await write_sessions(driver, "uploads/cut", [b"aaaa", b"bbbb", b"cccc"])
+    for offset, tail in ((6, b"X"), (2, b"YY"), (0, b"fresh")):
+        writer = await driver.open_writer("uploads/cut", offset)
+        await writer.write(tail)
+        await writer.close()
+        data = data[:offset] + tail
+        assert await driver.get("uploads/cut") == data
+        assert await driver.stat("uploads/cut") == len(data)
+
+
+async def test_range_reads_across_session_boundaries(driver: StorageDriver) -> None:
+    parts = [os.urandom(n) for n in (1, 700, 3, 1500, 64, 9)]
+    data = await write_sessions(driver, "uploads/r", parts)
+    await driver.commit("uploads/r", "blobs/r")
+    bounds = [0, 1, 2, 700, 701, 703, 704, 1000, 2203, 2204, 2267, 2268, len(data)]
+    for start in bounds:
+        for end in bounds:
+            if end >= start:
+                got = await collect(driver, "blobs/r", start, end - start)
+                assert got == data[start:end], (start, end)
+    assert await collect(driver, "blobs/r", 2000) == data[2000:]
+    assert await collect(driver, "blobs/r", 5, 10_000) == data[5:]
+
+
+async def test_commit_of_many_small_sessions(driver: StorageDriver) -> None:
+    parts = [os.urandom(100 + n) for n in range(40)]
+    data = await write_sessions(driver, "uploads/many", parts)
+    await driver.commit("uploads/many", "blobs/many")
+    assert await driver.stat("blobs/many") == len(data)
+    assert await driver.get("blobs/many") == data
+    assert await collect(driver, "blobs/many", 150, 1000) == data[150:1150]
+
+
+async def test_concurrent_commits_to_one_target(driver: StorageDriver) -> None:
+    """Two uploads of one blob finish at once: one wins, the other's bytes go away."""
+    data = os.urandom(20_000)
+    for name in ("uploads/c1", "uploads/c2", "uploads/c3"):
+        await write_sessions(driver, name, [data[:5000], data[5000:]])
+    await asyncio.gather(
+        *(driver.commit(name, "blobs/same") for name in ("uploads/c1", "uploads/c2", "uploads/c3"))
+    )
+    assert await driver.get("blobs/same") == data
+    for name in ("uploads/c1", "uploads/c2", "uploads/c3"):
+        assert await driver.stat(name) is None
+    assert sorted([k async for k in driver.list_keys("")]) == ["blobs/same"]
+
+
+async def test_delete_removes_a_written_object(driver: StorageDriver) -> None:
+    await write_sessions(driver, "uploads/d", [b"one", b"two"])
+    assert await driver.delete("uploads/d") is True
+    assert await driver.stat("uploads/d") is None
+    assert await driver.delete("uploads/d") is False
+    with pytest.raises(ObjectNotFound):
+        await driver.open_writer("uploads/d", 3)
+
+
+async def test_put_replaces_a_written_object_and_a_writer_continues_a_put(
+    driver: StorageDriver,
+) -> None:
+    await write_sessions(driver, "k", [b"written"])
+    await driver.put("k", b"put")
+    assert await driver.get("k") == b"put"
+    writer = await driver.open_writer("k", 2)
+    await writer.write(b"zzle")
+    await writer.close()
+    assert await driver.get("k") == b"puzzle"
+
+
+async def test_committed_object_survives_deleting_its_source_key(driver: StorageDriver) -> None:
+    await write_sessions(driver, "uploads/s", [b"abc", b"def"])
+    await driver.commit("uploads/s", "blobs/s")
+    assert await driver.delete("uploads/s") is False
+    assert await driver.get("blobs/s") == b"abcdef"
+    await write_sessions(driver, "uploads/s", [b"other"])
+    assert await driver.delete("uploads/s") is True
+    assert await driver.get("blobs/s") == b"abcdef"
+
+
+async def test_list_keys_by_partial_name(driver: StorageDriver) -> None:
+    for key in ("blobs/sha256/aa/1", "blobs/sha256/ab/2", "blobs/sha256/ba/3"):
+        await driver.put(key, b"x")
+    await write_sessions(driver, "uploads/u", [b"y"])
+    assert sorted([k async for k in driver.list_keys("blobs/sha256/a")]) == [
+        "blobs/sha256/aa/1",
+        "blobs/sha256/ab/2",
+    ]
+    assert sorted([k async for k in driver.list_keys("")]) == [
+        "blobs/sha256/aa/1",
+        "blobs/sha256/ab/2",
+        "blobs/sha256/ba/3",
+        "uploads/u",
+    ]
+    assert [k async for k in driver.list_keys("uploads/u")] == ["uploads/u"]

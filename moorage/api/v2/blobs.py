@@ -50,6 +50,14 @@ async def get_blob(
     digest = Digest.parse(ref)
     size = await registry.blobs.size(name, digest)
     headers = _blob_headers(digest)
+    if request.method == "GET" and registry.download_redirect is not None:
+        url = await registry.storage.download_url(
+            registry.blobs.key(digest), registry.download_redirect
+        )
+        if url is not None:
+            # Clients follow it with their Range header; the store serves the bytes.
+            headers.pop("Cache-Control")
+            return web.Response(status=307, headers={**headers, "Location": url})
     # Unsatisfiable ranges are refused in the OCI error format; a Range header that is not
     # one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
     range_header = request.headers.get("Range")

@@ -1,0 +1,541 @@
+"""Which S3 client library should moorage's S3 driver use? Measure them on the same store.
+
+Starts SeaweedFS (``seaweed.py``) on 127.0.0.1, writes one random file (``--size-mib``, 1 GiB
+by default, kept in the page cache) and, for each client, uploads it as a new object and
+downloads it again, ``--repeat`` times, alternating which client goes first:
+
+- boto3, the reference: ``upload_file`` (managed multipart on threads); ``get_object``
+  streamed in 1 MiB reads, and ``download_fileobj`` (parallel ranged GETs);
+- aioboto3: ``upload_file`` (managed multipart on tasks); ``get_object`` in 1 MiB reads;
+- obstore: ``put_async`` of the file (multipart in Rust); ``get_async`` in 1 MiB chunks;
+- obstore, 1 MiB writes: ``open_writer_async`` fed ``bytes`` from Python, as the driver is;
+- the moorage S3 driver: ``open_writer``, 1 MiB writes, ``close``, ``commit``; ``read``;
+- the registry: ``moorage serve`` (2 workers) on the same bucket; a monolithic blob upload
+  (POST, then PUT of the whole file) and a blob GET, both by curl, as ``registry.py`` does.
+
+Every client uses ``--part-mib`` parts and ``--concurrency`` parts in flight (the registry
+runs with the driver's defaults). Downloads read the whole object as one stream, as the
+registry does when it serves a blob (boto3's parallel ranged download is shown too, as the
+best boto3 can do). Uploads are checked by the object's size (the registry's by the digest),
+downloads by the bytes received. Throughput is MiB/s, median (min-max); the CPU column is %
+of one core for weed / the registry / this process and curl, in the run closest to the
+median; ``x`` is the ratio to boto3 (to its single stream for downloads).
+
+Usage: .venv/bin/python benchmarks/s3_clients.py [--size-mib 1024] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aioboto3  # type: ignore[import-untyped]
+import boto3  # type: ignore[import-untyped]
+import obstore
+from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+from checkout import VENV_BIN
+from cpu import CpuMeter, quiesce
+from errors import BenchmarkError, exit_status
+from obstore.store import S3Store
+from registry_http import request
+from repeats import alternating
+from seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
+from servers import Server, free_port
+from transfers import MIB, BlobFile, download, make_random_file, monolithic_upload
+
+from moorage.storage.s3 import S3Config, S3Driver
+
+BUCKET = "bench"
+READ_SIZE = MIB
+
+
+@dataclass
+class Setup:
+    weed: SeaweedFS
+    blob: BlobFile
+    part: int
+    concurrency: int
+    registry: Server | None
+
+    def boto3_client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.weed.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+            config=Config(
+                s3={"addressing_style": "path"},
+                max_pool_connections=max(10, self.concurrency),
+            ),
+        )
+
+    def transfer_config(self) -> Any:
+        return TransferConfig(
+            multipart_threshold=self.part,
+            multipart_chunksize=self.part,
+            max_concurrency=self.concurrency,
+        )
+
+    def aioboto3_client(self) -> Any:
+        return aioboto3.Session().client(
+            "s3",
+            endpoint_url=self.weed.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+            config=Config(
+                s3={"addressing_style": "path"},
+                max_pool_connections=max(10, self.concurrency),
+            ),
+        )
+
+    def obstore(self) -> S3Store:
+        return S3Store(
+            BUCKET,
+            endpoint=self.weed.endpoint,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            region=REGION,
+            virtual_hosted_style_request=False,
+            unsigned_payload=False,  # signed over plain HTTP, as boto3 does
+            client_options={"allow_http": True},
+        )
+
+    def driver(self) -> S3Driver:
+        return S3Driver(
+            S3Config(
+                endpoint=self.weed.endpoint,
+                region=REGION,
+                bucket=BUCKET,
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                path_style=True,
+                prefix="driver",
+                part_size=self.part,
+                concurrency=self.concurrency,
+            )
+        )
+
+
+def timed(action: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def run_async(body: Callable[[], Coroutine[Any, Any, float]]) -> float:
+    """Run ``body`` on a fresh event loop; it returns its own timed duration."""
+    return asyncio.run(body())
+
+
+# --- uploads: each stores the blob at ``key`` and returns the seconds it took ---------------
+
+
+def upload_boto3(setup: Setup, key: str) -> float:
+    client = setup.boto3_client()
+    return timed(
+        lambda: client.upload_file(
+            str(setup.blob.path), BUCKET, key, Config=setup.transfer_config()
+        )
+    )
+
+
+def upload_aioboto3(setup: Setup, key: str) -> float:
+    async def body() -> float:
+        async with setup.aioboto3_client() as client:
+            started = time.perf_counter()
+            await client.upload_file(
+                str(setup.blob.path), BUCKET, key, Config=setup.transfer_config()
+            )
+            return time.perf_counter() - started
+
+    return run_async(body)
+
+
+def upload_obstore(setup: Setup, key: str) -> float:
+    store = setup.obstore()
+
+    async def body() -> float:
+        started = time.perf_counter()
+        await obstore.put_async(
+            store,
+            key,
+            setup.blob.path,
+            chunk_size=setup.part,
+            max_concurrency=setup.concurrency,
+        )
+        return time.perf_counter() - started
+
+    return run_async(body)
+
+
+def upload_obstore_writes(setup: Setup, key: str) -> float:
+    store = setup.obstore()
+
+    async def body() -> float:
+        started = time.perf_counter()
+        writer = obstore.open_writer_async(
+            store, key, buffer_size=setup.part, max_concurrency=setup.concurrency
+        )
+        with setup.blob.path.open("rb") as source:
+            while chunk := source.read(READ_SIZE):
+                await writer.write(chunk)
+        await writer.close()
+        return time.perf_counter() - started
+
+    return run_async(body)
+
+
+def upload_driver(setup: Setup, key: str) -> float:
+    async def body() -> float:
+        driver = setup.driver()
+        try:
+            started = time.perf_counter()
+            writer = await driver.open_writer(f"uploads/{key}", 0)
+            with setup.blob.path.open("rb") as source:
+                while chunk := source.read(READ_SIZE):
+                    await writer.write(chunk)
+            await writer.close()
+            await driver.commit(f"uploads/{key}", f"blobs/{key}")
+            return time.perf_counter() - started
+        finally:
+            await driver.close()
+
+    return run_async(body)
+
+
+# --- downloads: each reads the object at ``key``; (seconds, bytes received) ------------------
+
+
+def download_boto3(setup: Setup, key: str) -> tuple[float, int]:
+    client = setup.boto3_client()
+    received = 0
+    started = time.perf_counter()
+    body = client.get_object(Bucket=BUCKET, Key=key)["Body"]
+    for chunk in body.iter_chunks(READ_SIZE):
+        received += len(chunk)
+    return time.perf_counter() - started, received
+
+
+class CountingSink:
+    """A write-only file object that counts what ``download_fileobj`` writes into it."""
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def write(self, data: bytes) -> int:
+        self.received += len(data)
+        return len(data)
+
+
+def download_boto3_transfer(setup: Setup, key: str) -> tuple[float, int]:
+    client = setup.boto3_client()
+    sink = CountingSink()
+    seconds = timed(
+        lambda: client.download_fileobj(BUCKET, key, sink, Config=setup.transfer_config())
+    )
+    return seconds, sink.received
+
+
+def download_aioboto3(setup: Setup, key: str) -> tuple[float, int]:
+    received = 0
+
+    async def body() -> float:
+        nonlocal received
+        async with setup.aioboto3_client() as client:
+            started = time.perf_counter()
+            response = await client.get_object(Bucket=BUCKET, Key=key)
+            body = response["Body"]
+            while chunk := await body.read(READ_SIZE):
+                received += len(chunk)
+            body.close()
+            return time.perf_counter() - started
+
+    return run_async(body), received
+
+
+def download_obstore(setup: Setup, key: str) -> tuple[float, int]:
+    store = setup.obstore()
+    received = 0
+
+    async def body() -> float:
+        nonlocal received
+        started = time.perf_counter()
+        result = await obstore.get_async(store, key)
+        async for chunk in result.stream(min_chunk_size=READ_SIZE):
+            received += len(chunk)
+        return time.perf_counter() - started
+
+    return run_async(body), received
+
+
+def download_driver(setup: Setup, key: str) -> tuple[float, int]:
+    received = 0
+
+    async def body() -> float:
+        nonlocal received
+        driver = setup.driver()
+        try:
+            started = time.perf_counter()
+            async for chunk in driver.read(f"blobs/{key}"):
+                received += len(chunk)
+            return time.perf_counter() - started
+        finally:
+            await driver.close()
+
+    return run_async(body), received
+
+
+def start_registry(work: Path, weed: SeaweedFS) -> Server:
+    """``moorage serve`` (its default 2 workers) storing blobs in the bucket, under "registry"."""
+    port = free_port()
+    data = work / "registry-data"
+    log = work / "registry.log"
+    env = {
+        **os.environ,
+        "MOORAGE_STORAGE_DRIVER": "s3",
+        "MOORAGE_STORAGE_S3_ENDPOINT": weed.endpoint,
+        "MOORAGE_STORAGE_S3_REGION": REGION,
+        "MOORAGE_STORAGE_S3_BUCKET": BUCKET,
+        "MOORAGE_STORAGE_S3_ACCESS_KEY": ACCESS_KEY,
+        "MOORAGE_STORAGE_S3_SECRET_KEY": SECRET_KEY,
+        "MOORAGE_STORAGE_S3_PREFIX": "registry",
+    }
+    argv = [str(VENV_BIN / "moorage"), "serve", "--listen", f"127.0.0.1:{port}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "--data", str(data)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server("moorage", port, data, log, proc)
+    deadline = time.monotonic() + 30
+    while True:
+        server.check_alive()
+        try:
+            if request(server, "GET", "/v2/")[0] == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise BenchmarkError(f"moorage did not answer /v2/:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
+def upload_registry(setup: Setup, key: str) -> float:
+    assert setup.registry is not None
+    return monolithic_upload(setup.registry, f"bench/{key}", setup.blob)
+
+
+def download_registry(setup: Setup, key: str) -> tuple[float, int]:
+    assert setup.registry is not None
+    seconds = download(setup.registry, f"bench/{key}", setup.blob)
+    return seconds, setup.blob.size  # download() checked the status and the size
+
+
+@dataclass(frozen=True)
+class Client:
+    label: str
+    upload: Callable[[Setup, str], float] | None
+    downloads: tuple[tuple[str, Callable[[Setup, str], tuple[float, int]]], ...]
+    #: Where its uploads can be read back by the plain S3 clients (the driver's are not).
+    plain_objects: bool = True
+
+
+CLIENTS = {
+    "boto3": Client(
+        "boto3",
+        upload_boto3,
+        (("stream", download_boto3), ("parallel ranges", download_boto3_transfer)),
+    ),
+    "aioboto3": Client("aioboto3", upload_aioboto3, (("stream", download_aioboto3),)),
+    "obstore": Client("obstore", upload_obstore, (("stream", download_obstore),)),
+    "obstore-writes": Client("obstore, 1 MiB writes", upload_obstore_writes, ()),
+    "driver": Client(
+        "moorage S3 driver",
+        upload_driver,
+        (("read", download_driver),),
+        plain_objects=False,
+    ),
+    "registry": Client(
+        "registry on S3 (curl)",
+        upload_registry,
+        (("GET", download_registry),),
+        plain_objects=False,
+    ),
+}
+
+
+@dataclass
+class Result:
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, seconds: float, cpu: dict[str, float]) -> None:
+        self.seconds.append(seconds)
+        self.cpu.append(cpu)
+
+    def cell(self, size: int) -> str:
+        rates = [size / MIB / s for s in self.seconds]
+        median = statistics.median(rates)
+        return f"{median:.0f} ({min(rates):.0f}-{max(rates):.0f})"
+
+    def median_rate(self, size: int) -> float:
+        return statistics.median(size / MIB / s for s in self.seconds)
+
+    def cpu_cell(self, size: int) -> str:
+        rates = [size / MIB / s for s in self.seconds]
+        median = statistics.median(rates)
+        closest = min(range(len(rates)), key=lambda i: abs(rates[i] - median))
+        return "/".join(f"{pct:.0f}" for pct in self.cpu[closest].values())
+
+
+def measure(
+    setup: Setup, wait_idle: float, pretouch: int, action: Callable[[], float]
+) -> tuple[float, dict[str, float]]:
+    """Time ``action`` on a quiet machine; CPU of weed, the registry and this process + curl."""
+    setup.weed.check_alive()
+    quiesce(wait_idle, pretouch)
+    registry_pid = setup.registry.proc.pid if setup.registry else setup.weed.proc.pid
+    with CpuMeter(setup.weed.proc.pid) as weed, CpuMeter(registry_pid) as registry:
+        seconds = action()
+    setup.weed.check_alive()
+    cpu = {"weed": weed.percent["server"], "registry": 0.0, "client": weed.percent["client"]}
+    if setup.registry is not None:
+        setup.registry.check_alive()
+        cpu["registry"] = registry.percent["server"]
+    return seconds, cpu
+
+
+def check_size(setup: Setup, key: str) -> None:
+    size = obstore.head(setup.obstore(), key)["size"]
+    if size != setup.blob.size:
+        raise BenchmarkError(f"{key}: stored {size} bytes, uploaded {setup.blob.size}")
+
+
+def run(args: argparse.Namespace) -> None:
+    chosen = [name for name in CLIENTS if name in args.clients]
+    work = Path(tempfile.mkdtemp(prefix="moorage-s3-bench-"))
+    weed: SeaweedFS | None = None
+    registry: Server | None = None
+    try:
+        print(f"writing a {args.size_mib} MiB random file", flush=True)
+        blob = make_random_file(work / "blob", args.size_mib * MIB)
+        weed = start_seaweedfs(work, BUCKET)
+        if "registry" in chosen:
+            registry = start_registry(work, weed)
+        setup = Setup(weed, blob, args.part_mib * MIB, args.concurrency, registry)
+        pretouch = args.pretouch_mib * MIB
+        uploads: dict[str, Result] = {}
+        downloads: dict[tuple[str, str], Result] = {}
+        for index, name in alternating(chosen, args.repeat):
+            client = CLIENTS[name]
+            if client.upload is None:
+                continue
+            key = f"{name}-{index}"
+            seconds, cpu = measure(
+                setup, args.wait_idle, pretouch, partial(client.upload, setup, key)
+            )
+            if client.plain_objects:
+                check_size(setup, key)
+            uploads.setdefault(name, Result()).add(seconds, cpu)
+            print(f"  {client.label} upload: {blob.size / MIB / seconds:.0f} MiB/s", flush=True)
+            for how, download in client.downloads:
+                received = 0
+
+                def action(
+                    read: Callable[[Setup, str], tuple[float, int]] = download, key: str = key
+                ) -> float:
+                    nonlocal received
+                    took, received = read(setup, key)
+                    return took
+
+                seconds, cpu = measure(setup, args.wait_idle, 0, action)
+                if received != blob.size:
+                    raise BenchmarkError(f"{client.label} {how}: {received} of {blob.size} bytes")
+                downloads.setdefault((name, how), Result()).add(seconds, cpu)
+                print(
+                    f"  {client.label} download ({how}): {blob.size / MIB / seconds:.0f} MiB/s",
+                    flush=True,
+                )
+        print_table(setup, chosen, uploads, downloads)
+    finally:
+        if registry is not None:
+            registry.stop()
+        if weed is not None:
+            weed.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(
+    setup: Setup,
+    chosen: list[str],
+    uploads: dict[str, Result],
+    downloads: dict[tuple[str, str], Result],
+) -> None:
+    size = setup.blob.size
+    print(
+        f"\n{size // MIB} MiB object, {setup.part // MIB} MiB parts, {setup.concurrency} in "
+        "flight; MiB/s median (min-max); cpu: % of one core for weed/registry/client "
+        "(this process and curl); x: vs boto3 (download: vs its single stream)"
+    )
+    reference_up = uploads["boto3"].median_rate(size) if "boto3" in uploads else None
+    reference_down = (
+        downloads[("boto3", "stream")].median_rate(size)
+        if ("boto3", "stream") in downloads
+        else None
+    )
+    header = f"{'':34} {'MiB/s':>16} {'cpu':>11} {'x':>6}"
+    print("upload" + header[6:])
+    for name in chosen:
+        if name in uploads:
+            result = uploads[name]
+            ratio = f"{result.median_rate(size) / reference_up:.2f}" if reference_up else ""
+            print(
+                f"{CLIENTS[name].label:34} {result.cell(size):>16} "
+                f"{result.cpu_cell(size):>11} {ratio:>6}"
+            )
+    print("download" + header[8:])
+    for (name, how), result in downloads.items():
+        ratio = f"{result.median_rate(size) / reference_down:.2f}" if reference_down else ""
+        label = f"{CLIENTS[name].label} ({how})"
+        print(f"{label:34} {result.cell(size):>16} {result.cpu_cell(size):>11} {ratio:>6}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--part-mib", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--wait-idle", type=float, default=30)
+    parser.add_argument(
+        "--pretouch-mib", type=int, default=2048, help="memory to touch before each upload"
+    )
+    parser.add_argument(
+        "--clients", nargs="+", default=list(CLIENTS), choices=list(CLIENTS), metavar="CLIENT"
+    )
+    args = parser.parse_args()
+    return exit_status(lambda: run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

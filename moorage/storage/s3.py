@@ -1,0 +1,482 @@
+"""S3 driver: objects in any S3-compatible bucket, with commits that copy no bytes.
+
+S3 has no rename: moving a 1 GiB upload to its blob key by CopyObject would write it twice.
+So the bytes written through writers live in immutable *segments*, and a logical key written
+by a writer is a small *descriptor* that lists them; ``commit`` writes the descriptor at the
+target and never touches the bytes.
+
+Layout, under ``prefix`` in the bucket::
+
+    <prefix><key>                  a logical key: a plain object (written by ``put``, or a
+                                   small blob compacted at commit), or a descriptor (JSON)
+                                   marked by the metadata x-amz-meta-moorage-kind=composite
+                                   and x-amz-meta-moorage-size=<logical size>
+    <prefix>_segments/<random id>  segment objects, referenced by descriptors; keys under
+                                   ``_segments/`` are refused as logical keys
+
+Operations (``s3_descriptor.py`` has the descriptor format):
+
+- ``stat`` is one HEAD (the size of a plain object, or the size metadata of a descriptor).
+- ``read`` GETs the key; a descriptor's byte range is mapped onto its segments, read by
+  ranged GETs of at most 64 MiB each, the next ones requested while the current one streams
+  (up to 8 requests or 16 MiB ahead, so that many small segments do not cost a round trip
+  each).
+- ``open_writer(key, offset)`` reads the descriptor and cuts it at ``offset`` (a segment
+  straddling it is kept as a shorter prefix; nothing is rewritten). ``close`` appends one new
+  segment (one PUT, or a multipart upload when larger than a part) and replaces the
+  descriptor on the condition that nobody replaced it meanwhile (``s3_writer.py``).
+  Writers of one key may run in different processes, one after the other.
+- ``commit(source, target)`` marks the source descriptor as moving to ``target``, creates
+  the target descriptor with ``If-None-Match: *``, then deletes the source descriptor. If the
+  target exists, the source and its segments are deleted instead. Blobs under
+  ``compact_limit`` bytes are stored at the target as one plain object (one GET at read).
+- ``delete`` removes the descriptor first, then its segments.
+
+Crash safety: every object is written whole (PUT, or a completed multipart upload), a
+descriptor is replaced only after the segments it names are stored, and segments are deleted
+only after no descriptor names them, so a crash leaves no visible partial data and no
+descriptor pointing at a missing segment. A crash inside ``commit``, after the target exists
+and before the source is gone, leaves both descriptors naming the same segments; the source
+then says it moved to the target, and deleting or rewriting the source spares the segments
+the target names. What a crash can leave behind is garbage: segments no descriptor names, and
+unfinished multipart uploads (give the bucket a lifecycle rule that aborts those after a day).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from moorage.storage.base import ObjectNotFound, StorageError
+from moorage.storage.s3_bucket import Bucket, Conflict, Connection, translated
+from moorage.storage.s3_descriptor import (
+    Descriptor,
+    Segment,
+    composite_size,
+    is_composite,
+)
+from moorage.storage.s3_writer import S3Writer
+
+if TYPE_CHECKING:
+    from obstore import GetResult
+
+log = logging.getLogger("moorage.storage.s3")
+
+MIB = 1 << 20
+SEGMENTS = "_segments"
+#: Chunks ``read`` yields, and the largest range one GET asks for. Measured on SeaweedFS
+#: through the registry: 2 MiB chunks beat 1 MiB and 4 MiB; 8-16 MiB ranges cost the store
+#: more CPU per byte, and one GET for a whole 1 GiB blob did too; 64 MiB ranges also bound
+#: how long one request stays open for a slow client.
+READ_CHUNK = 2 * MIB
+READ_RANGE = 64 * MIB
+#: How far reads request ahead: up to this many GETs, while they ask for less than this.
+MAX_AHEAD = 8
+READ_AHEAD = 16 * MIB
+#: S3's smallest part (except the last one of an upload).
+MIN_PART = 5 * MIB
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where the bucket is, and how the driver uses it."""
+
+    endpoint: str
+    region: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    #: ``endpoint/bucket/key`` URLs (most self-hosted stores) instead of ``bucket.endpoint``.
+    path_style: bool = True
+    #: Prefix of every object the driver stores (several registries can share a bucket).
+    prefix: str = ""
+    #: ``download_url`` hands out presigned GET URLs only when this is set.
+    download_urls: bool = False
+    #: The endpoint clients reach the store at, for presigned URLs, if not ``endpoint``.
+    public_endpoint: str | None = None
+    #: Multipart part size, and how many parts of one upload are in flight at once.
+    part_size: int = 8 * MIB
+    concurrency: int = 4
+    #: Blobs up to this size are committed as one plain object instead of a descriptor, so
+    #: that reading one takes one request instead of two.
+    compact_limit: int = MIB
+    #: Longest a request may take, the whole body included (seconds). A blob GET streams
+    #: at the pace of the registry's client, up to 64 MiB per request, so this also bounds
+    #: how slow a client may be (64 MiB an hour is 18 KiB/s).
+    timeout: float = 3600.0
+    #: Sign request bodies (a SHA-256 of every byte goes into the signature). By default,
+    #: as the AWS SDKs do: over plain HTTP yes, over HTTPS no (TLS protects the body).
+    sign_payload: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.part_size < MIN_PART:
+            raise ValueError(f"part_size must be at least {MIN_PART} bytes (S3's minimum)")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not self.bucket:
+            raise ValueError("bucket must not be empty")
+
+
+def _retrieve(task: asyncio.Task[GetResult | None]) -> None:
+    """Collect the outcome of a read-ahead nobody waits for any more."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _check_key(key: str) -> None:
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+        raise StorageError(f"invalid storage key {key!r}")
+    if parts[0] == SEGMENTS:
+        raise StorageError(f"storage key {key!r} is reserved for the S3 driver's segments")
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """A logical key as read by one GET: a descriptor, or a plain object and its bytes."""
+
+    e_tag: str | None
+    descriptor: Descriptor | None
+    data: bytes
+
+    @property
+    def condition(self) -> str:
+        """The ``Bucket.put`` mode that replaces this object only if nobody else did."""
+        return self.e_tag or "overwrite"
+
+
+class S3Driver:
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        prefix = config.prefix.strip("/")
+        self._prefix = f"{prefix}/" if prefix else ""
+        self._bucket = Bucket(
+            Connection(
+                endpoint=config.endpoint,
+                region=config.region,
+                bucket=config.bucket,
+                access_key=config.access_key,
+                secret_key=config.secret_key,
+                path_style=config.path_style,
+                timeout=config.timeout,
+                sign_payload=(
+                    config.sign_payload
+                    if config.sign_payload is not None
+                    else not config.endpoint.startswith("https://")
+                ),
+            )
+        )
+
+    async def close(self) -> None:
+        self._bucket.reset()
+
+    # --- paths ------------------------------------------------------------------------------
+
+    def _path(self, key: str) -> str:
+        _check_key(key)
+        return self._prefix + key
+
+    def _segment_path(self, segment_id: str) -> str:
+        return f"{self._prefix}{SEGMENTS}/{segment_id}"
+
+    def _new_segment(self) -> tuple[str, str]:
+        segment_id = secrets.token_hex(16)
+        return segment_id, self._segment_path(segment_id)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def _load(self, key: str) -> _Found | None:
+        """GET a logical key whole (descriptors and plain objects written by ``put`` are small)."""
+        result = await self._bucket.get(self._path(key), key)
+        if result is None:
+            return None
+        with translated(key):
+            data = bytes(await result.bytes_async())
+        descriptor = Descriptor.decode(data, key) if is_composite(result.attributes) else None
+        return _Found(result.meta["e_tag"], descriptor, data)
+
+    async def _descriptor_at(self, key: str) -> Descriptor | None:
+        """The descriptor at ``key``; None if there is none (or a plain object: one HEAD)."""
+        head = await self._bucket.head(self._path(key), key)
+        if head is None or not is_composite(head.attributes):
+            return None
+        found = await self._load(key)
+        return None if found is None else found.descriptor
+
+    async def stat(self, key: str) -> int | None:
+        result = await self._bucket.head(self._path(key), key)
+        if result is None:
+            return None
+        if is_composite(result.attributes):
+            return composite_size(result.attributes, key)
+        return result.meta["size"]
+
+    async def get(self, key: str) -> bytes:
+        return b"".join([chunk async for chunk in self.read(key)])
+
+    async def read(
+        self, key: str, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        path = self._path(key)
+        result = await self._bucket.get(path, key)
+        if result is None:
+            raise ObjectNotFound(key)
+        if is_composite(result.attributes):
+            with translated(key):
+                descriptor = Descriptor.decode(bytes(await result.bytes_async()), key)
+            async for chunk in self._read_composite(key, descriptor, offset, length):
+                yield chunk
+            return
+        size = result.meta["size"]
+        end = size if length is None else min(size, offset + length)
+        if offset >= end:
+            return
+        if (offset, end) != (0, size):
+            # The GET asked for the whole object; ask again for the range.
+            ranged = await self._bucket.get(path, key, (offset, end))
+            if ranged is None:
+                raise ObjectNotFound(key)
+            result = ranged
+        async for chunk in self._chunks(result, key):
+            yield chunk
+
+    def _read_composite(
+        self, key: str, descriptor: Descriptor, offset: int = 0, length: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        spans = [
+            (self._segment_path(segment_id), piece, min(end, piece + READ_RANGE))
+            for segment_id, start, end in descriptor.ranges(offset, length)
+            for piece in range(start, end, READ_RANGE)
+        ]
+        return self._read_spans(key, spans)
+
+    async def _read_spans(
+        self, key: str, spans: list[tuple[str, int, int]]
+    ) -> AsyncGenerator[bytes, None]:
+        """Stream (path, start, end) ranges in order. While one streams, the next GETs are sent:
+        at least one, and more while they add up to less than ``READ_AHEAD`` bytes (many small
+        segments would otherwise cost a round trip each)."""
+        ahead: deque[tuple[asyncio.Task[GetResult | None], int]] = deque()
+        following = 0
+
+        def request_more() -> None:
+            nonlocal following
+            while following < len(spans) and (
+                not ahead
+                or (len(ahead) < MAX_AHEAD and sum(size for _, size in ahead) < READ_AHEAD)
+            ):
+                path, start, end = spans[following]
+                task = asyncio.ensure_future(self._bucket.get(path, key, (start, end)))
+                ahead.append((task, end - start))
+                following += 1
+
+        try:
+            request_more()
+            while ahead:
+                task, expected = ahead.popleft()
+                result = await task
+                request_more()
+                if result is None:
+                    raise ObjectNotFound(key)
+                received = 0
+                async for chunk in self._chunks(result, key):
+                    received += len(chunk)
+                    yield chunk
+                if received != expected:
+                    raise StorageError(f"{key}: a segment gave {received} of {expected} bytes")
+        finally:
+            for task, _ in ahead:
+                task.cancel()
+                task.add_done_callback(_retrieve)
+
+    @staticmethod
+    async def _chunks(result: GetResult, key: str) -> AsyncGenerator[bytes, None]:
+        stream = result.stream(min_chunk_size=READ_CHUNK)
+        while True:
+            with translated(key):
+                try:
+                    chunk = await stream.__anext__()
+                except StopAsyncIteration:
+                    return
+            yield chunk
+
+    async def download_url(self, key: str, expires: float) -> str | None:
+        """A presigned GET URL for the key's bytes, valid ``expires`` seconds, when the bytes
+        are one whole object (a plain object, or a descriptor of one whole segment) and
+        ``download_urls`` is configured; None otherwise."""
+        if not self.config.download_urls:
+            return None
+        path = self._path(key)
+        head = await self._bucket.head(path, key)
+        if head is None:
+            return None
+        if is_composite(head.attributes):
+            found = await self._load(key)
+            if found is None or found.descriptor is None:
+                return None
+            segments = found.descriptor.segments
+            if len(segments) != 1 or segments[0].length != segments[0].size:
+                return None
+            path = self._segment_path(segments[0].id)
+        return self._bucket.sign_get(path, key, expires, self.config.public_endpoint)
+
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        root = (self._prefix + directory).rstrip("/")
+        async for path in self._bucket.list(root, prefix):
+            key = path[len(self._prefix) :]
+            if key.startswith(prefix) and not key.startswith(f"{SEGMENTS}/"):
+                yield key
+
+    # --- writing ----------------------------------------------------------------------------
+
+    async def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        old = await self._descriptor_at(key)
+        await self._bucket.put(path, key, bytes(data))
+        if old is not None:
+            await self._delete_segments(key, old)
+
+    async def open_writer(self, key: str, offset: int = 0) -> S3Writer:
+        path = self._path(key)
+        found = await self._load(key)
+        dropped: list[str] = []
+        if found is None:
+            if offset:
+                raise ObjectNotFound(key)
+            base, condition, changed = Descriptor(), "create", True
+        elif found.descriptor is not None:
+            if offset > found.descriptor.size:
+                raise StorageError(f"{key} is shorter than offset {offset}")
+            base, dropped = found.descriptor.truncated(offset)
+            if dropped and base.moved_to:
+                shared = await self._shared_ids(found.descriptor)
+                dropped = [segment for segment in dropped if segment not in shared]
+            condition, changed = found.condition, base != found.descriptor
+        else:
+            # A plain object (from ``put``) continued by a writer: its head becomes a segment.
+            if offset > len(found.data):
+                raise StorageError(f"{key} is shorter than offset {offset}")
+            base = Descriptor()
+            if offset:
+                segment_id, segment_path = self._new_segment()
+                await self._bucket.put(segment_path, key, found.data[:offset])
+                base = base.appended(Segment(segment_id, offset, offset))
+            condition, changed = found.condition, True
+        return S3Writer(
+            self._bucket,
+            key,
+            path,
+            base=base,
+            condition=condition,
+            changed=changed,
+            dropped=dropped,
+            new_segment=self._new_segment,
+            segment_path=self._segment_path,
+            part_size=self.config.part_size,
+            concurrency=self.config.concurrency,
+        )
+
+    async def commit(self, source: str, target: str) -> None:
+        source_path, target_path = self._path(source), self._path(target)
+        found = await self._load(source)
+        if found is None:
+            raise ObjectNotFound(source)
+        if source == target:
+            return
+        descriptor = found.descriptor
+        if descriptor is None:
+            await self._create(target, found.data)
+            await self._bucket.delete([source_path], source)
+            return
+        if target in descriptor.moved_to and await self._references(target, descriptor):
+            # An earlier commit created the target and stopped before deleting the source.
+            await self._bucket.delete([source_path], source)
+            return
+        if descriptor.size <= self.config.compact_limit:
+            data = b"".join([c async for c in self._read_composite(source, descriptor)])
+            await self._create(target, data)
+            await self._remove(source, descriptor)
+            return
+        # From here on the target may name the source's segments: say so in the source first.
+        moving = descriptor.moving_to(target)
+        if moving != descriptor:
+            try:
+                await self._bucket.put(
+                    source_path,
+                    source,
+                    moving.encode(),
+                    attributes=moving.metadata(),
+                    mode=found.condition,
+                )
+            except Conflict:
+                raise StorageError(f"{source} changed while it was being committed") from None
+        committed = Descriptor(descriptor.segments)
+        try:
+            await self._bucket.put(
+                target_path,
+                target,
+                committed.encode(),
+                attributes=committed.metadata(),
+                mode="create",
+            )
+        except Conflict:
+            # The target exists: content-addressed keys hold the same bytes; drop the source.
+            await self._remove(source, moving)
+            return
+        await self._bucket.delete([source_path], source)
+
+    async def _create(self, key: str, data: bytes) -> None:
+        """PUT a plain object unless the key exists."""
+        with contextlib.suppress(Conflict):
+            await self._bucket.put(self._path(key), key, data, mode="create")
+
+    async def delete(self, key: str) -> bool:
+        head = await self._bucket.head(self._path(key), key)
+        if head is None:
+            return False
+        if is_composite(head.attributes):
+            found = await self._load(key)
+            if found is None:
+                return False
+            if found.descriptor is not None:
+                await self._remove(key, found.descriptor)
+                return True
+        await self._bucket.delete([self._path(key)], key)
+        return True
+
+    async def _remove(self, key: str, descriptor: Descriptor) -> None:
+        """Delete a descriptor, then the segments no other descriptor names."""
+        await self._bucket.delete([self._path(key)], key)
+        await self._delete_segments(key, descriptor)
+
+    async def _delete_segments(self, key: str, descriptor: Descriptor) -> None:
+        shared = await self._shared_ids(descriptor)
+        doomed = [self._segment_path(i) for i in sorted(descriptor.ids - shared)]
+        try:
+            await self._bucket.delete(doomed, key)
+        except StorageError as exc:
+            log.warning("left %d unreferenced segments of %s: %s", len(doomed), key, exc)
+
+    async def _shared_ids(self, descriptor: Descriptor) -> set[str]:
+        """Segments of ``descriptor`` that a key it was committed to names."""
+        shared: set[str] = set()
+        for target in descriptor.moved_to:
+            found = await self._load(target)
+            if found is not None and found.descriptor is not None:
+                shared |= found.descriptor.ids & descriptor.ids
+        return shared
+
+    async def _references(self, target: str, descriptor: Descriptor) -> bool:
+        found = await self._load(target)
+        return (
+            found is not None
+            and found.descriptor is not None
+            and bool(found.descriptor.ids & descriptor.ids)
+        )
