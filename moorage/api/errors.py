@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from moorage.errors import ErrorCode, RegistryError
+from moorage.meta.base import MetadataUnavailable
 from moorage.storage.base import ObjectNotFound, StorageError
 
 log = logging.getLogger("moorage.api")
@@ -39,6 +40,11 @@ def exception_response(exc: BaseException) -> web.Response:
         log.error("storage error: %s", exc)
         return error_response(
             RegistryError(ErrorCode.UNKNOWN, "storage is unavailable", status=503)
+        )
+    if isinstance(exc, MetadataUnavailable):
+        log.error("metadata store error: %s", exc)
+        return error_response(
+            RegistryError(ErrorCode.UNKNOWN, "the metadata store is unavailable", status=503)
         )
     log.exception("unhandled error", exc_info=exc)
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal server error"))

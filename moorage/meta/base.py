@@ -164,6 +164,11 @@ class MetadataError(Exception):
     pass
 
 
+class MetadataUnavailable(MetadataError):
+    """The metadata store cannot be reached or cannot serve now (a database server is down,
+    refuses connections, or runs out of resources); the request may succeed later."""
+
+
 class MissingReferences(MetadataError):
     def __init__(self, missing: Sequence[Reference]) -> None:
         self.missing = tuple(missing)
