@@ -23,7 +23,11 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
     parser.add_argument("--data", type=Path, help="data directory (default ./data)")
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
-    parser.add_argument("--storage", dest="storage_driver", choices=["filesystem", "memory"])
+    parser.add_argument("--storage", dest="storage_driver", choices=["filesystem", "s3", "memory"])
+    parser.add_argument("--metadata", dest="metadata_backend", choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--dsn", dest="metadata_dsn", help="PostgreSQL connection string (--metadata postgres)"
+    )
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
     parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
     parser.add_argument("--htpasswd", dest="auth_htpasswd", type=Path, help="bcrypt htpasswd file")
@@ -58,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--user", help="basic-auth user (default $MOORAGE_USER)")
     common.add_argument("--ca-file", help="CA certificate for HTTPS (default $MOORAGE_CA_FILE)")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    migrate = commands.add_parser(
+        "migrate", help="bring the PostgreSQL metadata schema up to date (before upgrading)"
+    )
+    migrate.add_argument("--config", type=Path, help="TOML configuration file")
+    migrate.add_argument("--dsn", dest="metadata_dsn", help="PostgreSQL connection string")
+
     tags.add_parser(commands, common)
     policy.add_parser(commands, common)
     admission.add_parsers(commands, common, _serve_options)
@@ -95,8 +105,32 @@ def _serve(args: argparse.Namespace, registry_api: bool) -> int:
         return 1
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moorage.backends import migrate
+    from moorage.meta.base import MetadataError
+
+    try:
+        settings = load_settings(
+            args.config,
+            overrides={"metadata_backend": "postgres", "metadata_dsn": args.metadata_dsn},
+        )
+        before, after = asyncio.run(migrate(settings))
+    except (ConfigError, MetadataError, OSError) as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"metadata schema is up to date (version {after})")
+    else:
+        print(f"metadata schema migrated from version {before} to {after}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args)
     if args.command == "serve":
         return _serve(args, registry_api=True)
     if args.command == "webhook" and args.action == "serve":

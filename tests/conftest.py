@@ -7,7 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresServer, postgres_for_tests
+from tests.support.seaweedfs import BUCKET, SeaweedFS, start_seaweedfs
 from tests.support.server import RunningRegistry, start_moorage
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL for the session (or ``MOORAGE_TEST_POSTGRES_DSN``'s); tests create
+    databases of their own in it."""
+    server = postgres_for_tests(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS (S3) for the session; each test keeps to a key prefix of its own."""
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), buckets=(BUCKET,))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

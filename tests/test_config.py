@@ -41,6 +41,11 @@ def test_precedence_file_then_env_then_flags(tmp_path: Path) -> None:
         ("", {"MOORAGE_DELETE_ENABLED": "maybe"}),
         ("workers = [", {}),
         ('storage_driver = "memory"\n', {}),
+        ('[storage]\ndriver = "s3"\n[storage.s3]\nendpoint = "http://s3:8333"\n', {}),
+        ('[storage]\ndriver = "tape"\n', {}),
+        ('[metadata]\nbackend = "postgres"\n', {}),
+        ('[metadata]\nbackend = "mysql"\n', {}),
+        ("", {"MOORAGE_METADATA_BACKEND": "postgres", "MOORAGE_METADATA_POOL_SIZE": "0"}),
     ],
 )
 def test_invalid_settings(tmp_path: Path, text: str, env: dict[str, str]) -> None:
@@ -48,3 +53,38 @@ def test_invalid_settings(tmp_path: Path, text: str, env: dict[str, str]) -> Non
     config.write_text(text)
     with pytest.raises(ConfigError):
         load_settings(config, env=env)
+
+
+def test_scale_out_settings(tmp_path: Path) -> None:
+    config = tmp_path / "moorage.toml"
+    config.write_text(
+        "[storage]\n"
+        'driver = "s3"\n'
+        "[storage.s3]\n"
+        'endpoint = "http://seaweedfs:8333"\n'
+        'bucket = "registry"\n'
+        'access_key = "moorage"\n'
+        "path_style = false\n"
+        "redirect = true\n"
+        "[metadata]\n"
+        'backend = "postgres"\n'
+        "pool_size = 4\n"
+    )
+    settings = load_settings(
+        config,
+        env={
+            "MOORAGE_STORAGE_S3_SECRET_KEY": "s3cret",
+            "MOORAGE_METADATA_DSN": "postgresql://moorage@db/moorage",
+        },
+    )
+    assert settings.storage_driver == "s3"
+    assert settings.storage_s3_endpoint == "http://seaweedfs:8333"
+    assert settings.storage_s3_bucket == "registry"
+    assert settings.storage_s3_secret_key == "s3cret"
+    assert settings.storage_s3_region == "us-east-1"
+    assert settings.storage_s3_path_style is False
+    assert settings.storage_s3_redirect is True
+    assert settings.metadata_backend == "postgres"
+    assert settings.metadata_dsn == "postgresql://moorage@db/moorage"
+    assert settings.metadata_pool_size == 4
+    assert settings.metadata_migrate is True

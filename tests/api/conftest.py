@@ -1,6 +1,6 @@
 """The real registry app behind an in-process aiohttp test client.
 
-``env`` runs each core test twice, over the filesystem and the memory storage driver;
+``env`` runs each core test over every storage driver: filesystem, memory and S3 (SeaweedFS);
 ``fs_env`` is the filesystem only (for checks on the files themselves); ``make_env`` builds a
 registry with other settings (auth, TTLs, limits).
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,13 @@ from moorage.api.app import create_app
 from moorage.config import Settings
 from moorage.registry.service import Registry
 from moorage.server import build_registry
+from tests.support.seaweedfs import BUCKET, SeaweedFS
 
 pytest.register_assert_rewrite("tests.api.helpers")
 
 from tests.api.helpers import Client, Image, push_image  # noqa: E402
 
-DRIVERS = ["filesystem", "memory"]
+DRIVERS = ["filesystem", "memory", "s3"]
 
 
 @dataclass
@@ -51,9 +53,24 @@ class RegistryEnv:
 MakeEnv = Callable[..., Awaitable[RegistryEnv]]
 
 
+def s3_settings(server: SeaweedFS) -> dict[str, Any]:
+    """Settings for the session's SeaweedFS, under a key prefix of this registry's own."""
+    return {
+        "storage_s3_endpoint": server.endpoint,
+        "storage_s3_region": server.region,
+        "storage_s3_bucket": BUCKET,
+        "storage_s3_access_key": server.access_key,
+        "storage_s3_secret_key": server.secret_key,
+        "storage_s3_prefix": f"api-{uuid.uuid4().hex[:16]}",
+    }
+
+
 @pytest.fixture
 async def make_env(
-    aiohttp_client: AiohttpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aiohttp_client: AiohttpClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[MakeEnv]:
     # The memory driver keeps its SQLite file in a fresh temporary directory: keep it in
     # the test's own directory rather than the system's.
@@ -68,6 +85,8 @@ async def make_env(
         root = tmp_path / f"env{counter}"
         data = root / "srv" / "registry" / "data"
         data.mkdir(parents=True)
+        if storage_driver == "s3":
+            overrides = {**s3_settings(request.getfixturevalue("seaweedfs")), **overrides}
         settings = Settings(data=data, workers=1, storage_driver=storage_driver, **overrides)
         registry = build_registry(settings)
         client = await aiohttp_client(create_app(registry, settings))
