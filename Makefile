@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 ARGS ?=
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve scale-out test lint typecheck unit bench bench-scale-out clean
 
 $(RUNTIME): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ $(DEV): $(RUNTIME)
 ## Run the registry on 127.0.0.1:5000 with data in ./data (pass flags with ARGS="...").
 serve: $(RUNTIME)
 	$(BIN)/moorage serve $(ARGS)
+
+## Try the scale-out topology: 3 replicas on SeaweedFS (S3) and PostgreSQL behind HAProxy,
+## front door on 127.0.0.1:5000, state in ./scale-out (needs root for apt, as `make test`).
+scale-out: $(DEV)
+	scripts/install-clients.sh
+	$(BIN)/python -m tests.support.topology $(ARGS)
 
 ## Everything CI checks: lint, types, and the full pytest suite with real clients.
 test: $(DEV)
@@ -44,6 +50,11 @@ unit: $(DEV)
 ## Side-by-side benchmarks against CNCF Distribution (see benchmarks/README.md).
 bench: $(DEV)
 	$(BIN)/python benchmarks/registry.py $(ARGS)
+
+## Scale-out figures: S3 transfers against boto3 alone, PostgreSQL against SQLite, 1 vs 3 replicas.
+bench-scale-out: $(DEV)
+	$(BIN)/python benchmarks/s3_clients.py $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/scale_out.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

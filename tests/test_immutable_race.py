@@ -38,7 +38,9 @@ def manifest(config: str, size: int, index: int) -> bytes:
     ).encode()
 
 
-def race(addresses: list[str], tag: str, payloads: list[bytes]) -> list[tuple[int, int, bytes]]:
+def race(
+    addresses: list[str], tag: str, payloads: list[bytes], repository: str = "race/app"
+) -> list[tuple[int, int, bytes]]:
     """Every payload pushed to ``tag`` at once, alternating between the registries."""
     barrier = threading.Barrier(len(payloads))
     statuses: list[tuple[int, int, bytes]] = []
@@ -49,7 +51,7 @@ def race(addresses: list[str], tag: str, payloads: list[bytes]) -> list[tuple[in
         reply = request(
             addresses[index % len(addresses)],
             "PUT",
-            f"/v2/race/app/manifests/{tag}",
+            f"/v2/{repository}/manifests/{tag}",
             payloads[index],
             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
         )

@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -459,7 +460,8 @@ ACCEPT_ALL_MANIFESTS = ", ".join(
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
-    headers: dict[str, str]
+    #: Case-insensitive, as header names are (a proxy may send them in lower case).
+    headers: Message
     body: bytes
 
     def json(self) -> dict[str, object]:
@@ -500,10 +502,10 @@ class RegistryHttp:
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
-                return HttpResponse(response.status, dict(response.headers), response.read())
+                return HttpResponse(response.status, response.headers, response.read())
         except urllib.error.HTTPError as exc:
             with exc:
-                return HttpResponse(exc.code, dict(exc.headers), exc.read())
+                return HttpResponse(exc.code, exc.headers, exc.read())
 
     def manifest(self, name: str, reference: str) -> StoredManifest:
         """GET a manifest (any media type); checks the digest header against the bytes."""

@@ -88,14 +88,16 @@ def start_moorage(
     tls: tuple[Path, Path, Path] | None = None,
     host: str = "127.0.0.1",
     data: Path | None = None,
+    port: int | None = None,
 ) -> RunningRegistry:
     """Run ``moorage serve`` on a free port with its data in ``workdir/data``.
 
     ``tls`` is (certificate, key, CA certificate) to serve HTTPS; ``data`` shares another
-    registry's data directory.
+    registry's data directory; ``port`` starts it on a port of the caller's choosing (a
+    replica restarted behind a load balancer).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     data = data or workdir / "data"
     log = workdir / "moorage.log"
     command = [
