@@ -61,7 +61,7 @@ class Server:
 
     @property
     def label(self) -> str:
-        return LABELS[self.key]
+        return LABELS.get(self.key, self.key)
 
     @property
     def base(self) -> str:
