@@ -11,7 +11,9 @@ downloads it again, ``--repeat`` times, alternating which client goes first:
 - obstore, 1 MiB writes: ``open_writer_async`` fed ``bytes`` from Python, as the driver is;
 - the moorage S3 driver: ``open_writer``, 1 MiB writes, ``close``, ``commit``; ``read``;
 - the registry: ``moorage serve`` (2 workers) on the same bucket; a monolithic blob upload
-  (POST, then PUT of the whole file) and a blob GET, both by curl, as ``registry.py`` does.
+  (POST, then PUT of the whole file) and a blob GET, both by curl, as ``registry.py`` does;
+- CNCF Distribution (Debian's ``docker-registry``) with its S3 driver on the same bucket,
+  driven the same way, redirects off so that it serves the bytes itself as moorage does.
 
 Every client uses ``--part-mib`` parts and ``--concurrency`` parts in flight (the registry
 runs with the driver's defaults). Downloads read the whole object as one stream, as the
@@ -68,7 +70,8 @@ class Setup:
     blob: BlobFile
     part: int
     concurrency: int
-    registry: Server | None
+    #: The registries under test ("registry": moorage, "distribution"), when chosen.
+    registries: dict[str, Server]
 
     def boto3_client(self) -> Any:
         return boto3.client(
@@ -300,11 +303,36 @@ def download_driver(setup: Setup, key: str) -> tuple[float, int]:
     return run_async(body), received
 
 
+def _launch(key: str, argv: list[str], env: dict[str, str], work: Path, port: int) -> Server:
+    data = work / f"{key}-data"
+    log = work / f"{key}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(key, port, data, log, proc)
+    deadline = time.monotonic() + 30
+    while True:
+        server.check_alive()
+        try:
+            if request(server, "GET", "/v2/")[0] == 200:
+                return server
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise BenchmarkError(f"{key} did not answer /v2/:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
 def start_registry(work: Path, weed: SeaweedFS) -> Server:
     """``moorage serve`` (its default 2 workers) storing blobs in the bucket, under "registry"."""
     port = free_port()
-    data = work / "registry-data"
-    log = work / "registry.log"
     env = {
         **os.environ,
         "MOORAGE_STORAGE_DRIVER": "s3",
@@ -316,38 +344,63 @@ def start_registry(work: Path, weed: SeaweedFS) -> Server:
         "MOORAGE_STORAGE_S3_PREFIX": "registry",
     }
     argv = [str(VENV_BIN / "moorage"), "serve", "--listen", f"127.0.0.1:{port}"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*argv, "--data", str(data)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    return _launch("moorage", [*argv, "--data", str(work / "registry-data")], env, work, port)
+
+
+DISTRIBUTION_S3_CONFIG = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  s3:
+    accesskey: {access_key}
+    secretkey: {secret_key}
+    region: {region}
+    regionendpoint: {endpoint}
+    bucket: {bucket}
+    secure: false
+    v4auth: true
+    chunksize: {chunk}
+    rootdirectory: /distribution
+  delete:
+    enabled: true
+  redirect:
+    disable: true
+http:
+  addr: 127.0.0.1:{port}
+  secret: moorage-benchmark-secret
+"""
+
+
+def start_distribution(work: Path, weed: SeaweedFS, binary: str) -> Server:
+    """Distribution with its S3 driver on the same bucket, under "distribution"."""
+    port = free_port()
+    config = work / "distribution-s3.yml"
+    config.write_text(
+        DISTRIBUTION_S3_CONFIG.format(
+            access_key=ACCESS_KEY,
+            secret_key=SECRET_KEY,
+            region=REGION,
+            endpoint=weed.endpoint,
+            bucket=BUCKET,
+            chunk=8 * MIB,
+            port=port,
         )
-    server = Server("moorage", port, data, log, proc)
-    deadline = time.monotonic() + 30
-    while True:
-        server.check_alive()
-        try:
-            if request(server, "GET", "/v2/")[0] == 200:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise BenchmarkError(f"moorage did not answer /v2/:\n{server.log_tail()}")
-        time.sleep(0.1)
+    )
+    # Its AWS SDK refuses to start when AWS_CA_BUNDLE names a bundle while it builds its own
+    # HTTP transport; the store is plain HTTP anyway.
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    return _launch("distribution", [binary, "serve", str(config)], env, work, port)
 
 
-def upload_registry(setup: Setup, key: str) -> float:
-    assert setup.registry is not None
-    return monolithic_upload(setup.registry, f"bench/{key}", setup.blob)
+def upload_registry(setup: Setup, key: str, registry: str = "registry") -> float:
+    return monolithic_upload(setup.registries[registry], f"bench/{key}", setup.blob)
 
 
-def download_registry(setup: Setup, key: str) -> tuple[float, int]:
-    assert setup.registry is not None
-    seconds = download(setup.registry, f"bench/{key}", setup.blob)
+def download_registry(setup: Setup, key: str, registry: str = "registry") -> tuple[float, int]:
+    seconds = download(setup.registries[registry], f"bench/{key}", setup.blob)
     return seconds, setup.blob.size  # download() checked the status and the size
 
 
@@ -381,6 +434,12 @@ CLIENTS = {
         (("GET", download_registry),),
         plain_objects=False,
     ),
+    "distribution": Client(
+        "Distribution on S3 (curl)",
+        partial(upload_registry, registry="distribution"),
+        (("GET", partial(download_registry, registry="distribution")),),
+        plain_objects=False,
+    ),
 }
 
 
@@ -409,19 +468,24 @@ class Result:
 
 
 def measure(
-    setup: Setup, wait_idle: float, pretouch: int, action: Callable[[], float]
+    setup: Setup,
+    wait_idle: float,
+    pretouch: int,
+    action: Callable[[], float],
+    registry: Server | None,
 ) -> tuple[float, dict[str, float]]:
-    """Time ``action`` on a quiet machine; CPU of weed, the registry and this process + curl."""
+    """Time ``action`` on a quiet machine; CPU of weed, the registry (if the client is one)
+    and this process + curl."""
     setup.weed.check_alive()
     quiesce(wait_idle, pretouch)
-    registry_pid = setup.registry.proc.pid if setup.registry else setup.weed.proc.pid
-    with CpuMeter(setup.weed.proc.pid) as weed, CpuMeter(registry_pid) as registry:
+    registry_pid = registry.proc.pid if registry else setup.weed.proc.pid
+    with CpuMeter(setup.weed.proc.pid) as weed, CpuMeter(registry_pid) as meter:
         seconds = action()
     setup.weed.check_alive()
     cpu = {"weed": weed.percent["server"], "registry": 0.0, "client": weed.percent["client"]}
-    if setup.registry is not None:
-        setup.registry.check_alive()
-        cpu["registry"] = registry.percent["server"]
+    if registry is not None:
+        registry.check_alive()
+        cpu["registry"] = meter.percent["server"]
     return seconds, cpu
 
 
@@ -435,14 +499,16 @@ def run(args: argparse.Namespace) -> None:
     chosen = [name for name in CLIENTS if name in args.clients]
     work = Path(tempfile.mkdtemp(prefix="moorage-s3-bench-"))
     weed: SeaweedFS | None = None
-    registry: Server | None = None
+    registries: dict[str, Server] = {}
     try:
         print(f"writing a {args.size_mib} MiB random file", flush=True)
         blob = make_random_file(work / "blob", args.size_mib * MIB)
         weed = start_seaweedfs(work, BUCKET)
         if "registry" in chosen:
-            registry = start_registry(work, weed)
-        setup = Setup(weed, blob, args.part_mib * MIB, args.concurrency, registry)
+            registries["registry"] = start_registry(work, weed)
+        if "distribution" in chosen:
+            registries["distribution"] = start_distribution(work, weed, args.distribution)
+        setup = Setup(weed, blob, args.part_mib * MIB, args.concurrency, registries)
         pretouch = args.pretouch_mib * MIB
         uploads: dict[str, Result] = {}
         downloads: dict[tuple[str, str], Result] = {}
@@ -451,8 +517,9 @@ def run(args: argparse.Namespace) -> None:
             if client.upload is None:
                 continue
             key = f"{name}-{index}"
+            server = registries.get(name)
             seconds, cpu = measure(
-                setup, args.wait_idle, pretouch, partial(client.upload, setup, key)
+                setup, args.wait_idle, pretouch, partial(client.upload, setup, key), server
             )
             if client.plain_objects:
                 check_size(setup, key)
@@ -468,7 +535,7 @@ def run(args: argparse.Namespace) -> None:
                     took, received = read(setup, key)
                     return took
 
-                seconds, cpu = measure(setup, args.wait_idle, 0, action)
+                seconds, cpu = measure(setup, args.wait_idle, 0, action, server)
                 if received != blob.size:
                     raise BenchmarkError(f"{client.label} {how}: {received} of {blob.size} bytes")
                 downloads.setdefault((name, how), Result()).add(seconds, cpu)
@@ -478,8 +545,8 @@ def run(args: argparse.Namespace) -> None:
                 )
         print_table(setup, chosen, uploads, downloads)
     finally:
-        if registry is not None:
-            registry.stop()
+        for server in registries.values():
+            server.stop()
         if weed is not None:
             weed.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -518,6 +585,12 @@ def print_table(
         ratio = f"{result.median_rate(size) / reference_down:.2f}" if reference_down else ""
         label = f"{CLIENTS[name].label} ({how})"
         print(f"{label:34} {result.cell(size):>16} {result.cpu_cell(size):>11} {ratio:>6}")
+    if "registry" in uploads and "distribution" in uploads:
+        up = uploads["registry"].median_rate(size) / uploads["distribution"].median_rate(size)
+        down = downloads[("registry", "GET")].median_rate(size) / downloads[
+            ("distribution", "GET")
+        ].median_rate(size)
+        print(f"moorage / Distribution, both on S3: upload {up:.2f}x, download {down:.2f}x")
 
 
 def main() -> int:
@@ -530,6 +603,7 @@ def main() -> int:
     parser.add_argument(
         "--pretouch-mib", type=int, default=2048, help="memory to touch before each upload"
     )
+    parser.add_argument("--distribution", default="/usr/bin/docker-registry")
     parser.add_argument(
         "--clients", nargs="+", default=list(CLIENTS), choices=list(CLIENTS), metavar="CLIENT"
     )
