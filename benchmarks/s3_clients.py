@@ -52,7 +52,6 @@ from checkout import VENV_BIN
 from cpu import CpuMeter, quiesce
 from errors import BenchmarkError, exit_status
 from obstore.store import S3Store
-from registry_http import request
 from repeats import alternating
 from seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 from servers import Server, free_port
@@ -320,7 +319,7 @@ def _launch(key: str, argv: list[str], env: dict[str, str], work: Path, port: in
     while True:
         server.check_alive()
         try:
-            if request(server, "GET", "/v2/")[0] == 200:
+            if server.answers_v2():
                 return server
         except OSError:
             pass

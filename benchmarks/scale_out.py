@@ -24,7 +24,7 @@ from pathlib import Path
 from checkout import VENV_BIN
 from errors import BenchmarkError, exit_status
 from load import run_load
-from registry_http import push_image, request
+from registry_http import push_image
 from repeats import alternating
 from servers import Server, free_port, start_server
 from transfers import MIB, BlobFile, download, make_random_file, monolithic_upload
@@ -60,7 +60,7 @@ def start_moorage_on(key: str, work: Path, env: dict[str, str], workers: int = 2
     while True:
         server.check_alive()
         try:
-            if request(server, "GET", "/v2/")[0] == 200:
+            if server.answers_v2():
                 return server
         except OSError:
             pass

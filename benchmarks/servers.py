@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from errors import BenchmarkError
-from registry_http import request
 
 REGISTRIES = ("moorage", "distribution")
 LABELS = {"moorage": "moorage", "distribution": "Distribution"}
@@ -73,6 +72,17 @@ class Server:
     def connection(self, timeout: float) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
+    def answers_v2(self) -> bool:
+        """Whether the server answers ``GET /v2/`` with 200 (it is ready)."""
+        conn = self.connection(timeout=2)
+        try:
+            conn.request("GET", "/v2/")
+            response = conn.getresponse()
+            response.read()
+            return response.status == 200
+        finally:
+            conn.close()
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -125,8 +135,7 @@ def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str)
     while True:
         server.check_alive()
         try:
-            status, _, _ = request(server, "GET", "/v2/")
-            if status == 200:
+            if server.answers_v2():
                 return server
         except OSError:
             pass
