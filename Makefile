@@ -53,7 +53,7 @@ bench: $(DEV)
 
 ## Scale-out figures: S3 transfers against boto3 alone, PostgreSQL against SQLite, 1 vs 3 replicas.
 bench-scale-out: $(DEV)
-	$(BIN)/python benchmarks/s3_clients.py $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/s3_clients.py $(ARGS)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/scale_out.py $(ARGS)
 
 clean:

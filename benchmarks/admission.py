@@ -51,7 +51,7 @@ from errors import BenchmarkError, exit_status, tool_output
 from load import LoadResult, parse_wrk
 from registry_http import push_image
 from report import DISTURBED_PCT, aligned, cpu_split, per_process, print_and_save
-from servers import Server, free_port
+from servers import Server, free_port, spawn, wait_ready
 
 IMAGES = 5
 NAMESPACE = "bench"
@@ -143,29 +143,11 @@ def start(
     ]  # fmt: skip
     log = work / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    server = HttpsServer("moorage", port, data, log, proc, certs.ca, webhook_port)
+    server = HttpsServer("moorage", port, data, log, spawn(argv, log, env), certs.ca, webhook_port)
     which, path = ready_path
-    deadline = time.monotonic() + 30
-    while True:
-        server.check_alive()
-        try:
-            if server.get(port if which == "registry" else webhook_port, path) == 200:
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise BenchmarkError(f"{name} did not answer {path}:\n{server.log_tail()}")
-        time.sleep(0.1)
+    ready_port = port if which == "registry" else webhook_port
+    wait_ready(server, lambda: server.get(ready_port, path) == 200, f"{name} did not answer {path}")
+    return server
 
 
 def start_serve(moorage: Path, work: Path, certs: Certs, workers: int) -> HttpsServer:

@@ -1,7 +1,8 @@
 """Which S3 client library should moorage's S3 driver use? Measure them on the same store.
 
-Starts SeaweedFS (``seaweed.py``) on 127.0.0.1, writes one random file (``--size-mib``, 1 GiB
-by default, kept in the page cache) and, for each client, uploads it as a new object and
+Starts SeaweedFS (``tests/support/seaweedfs.py``, so run it with ``PYTHONPATH=.``) on
+127.0.0.1, writes one random file (``--size-mib``, 1 GiB by default, kept in the page cache)
+and, for each client, uploads it as a new object and
 downloads it again, ``--repeat`` times, alternating which client goes first:
 
 - boto3, the reference: ``upload_file`` (managed multipart on threads); ``get_object``
@@ -23,7 +24,7 @@ downloads by the bytes received. Throughput is MiB/s, median (min-max); the CPU 
 of one core for weed / the registry / this process and curl, in the run closest to the
 median; ``x`` is the ratio to boto3 (to its single stream for downloads).
 
-Usage: .venv/bin/python benchmarks/s3_clients.py [--size-mib 1024] [--repeat 3]
+Usage: PYTHONPATH=. .venv/bin/python benchmarks/s3_clients.py [--size-mib 1024] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import asyncio
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,11 +53,11 @@ from cpu import CpuMeter, quiesce
 from errors import BenchmarkError, exit_status
 from obstore.store import S3Store
 from repeats import alternating
-from seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
-from servers import Server, free_port
+from servers import Server, free_port, spawn, wait_ready
 from transfers import MIB, BlobFile, download, make_random_file, monolithic_upload
 
 from moorage.storage.s3 import S3Config, S3Driver
+from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 
 BUCKET = "bench"
 READ_SIZE = MIB
@@ -303,30 +303,10 @@ def download_driver(setup: Setup, key: str) -> tuple[float, int]:
 
 
 def _launch(key: str, argv: list[str], env: dict[str, str], work: Path, port: int) -> Server:
-    data = work / f"{key}-data"
     log = work / f"{key}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(key, port, data, log, proc)
-    deadline = time.monotonic() + 30
-    while True:
-        server.check_alive()
-        try:
-            if server.answers_v2():
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise BenchmarkError(f"{key} did not answer /v2/:\n{server.log_tail()}")
-        time.sleep(0.1)
+    server = Server(key, port, work / f"{key}-data", log, spawn(argv, log, env))
+    wait_ready(server, server.answers_v2, f"{key} did not answer /v2/")
+    return server
 
 
 def start_registry(work: Path, weed: SeaweedFS) -> Server:
@@ -466,6 +446,12 @@ class Result:
         return "/".join(f"{pct:.0f}" for pct in self.cpu[closest].values())
 
 
+def check_alive(weed: SeaweedFS) -> None:
+    if weed.process.poll() is not None:
+        tail = "\n".join(weed.logs().splitlines()[-20:])
+        raise BenchmarkError(f"weed exited with {weed.process.returncode}:\n{tail}")
+
+
 def measure(
     setup: Setup,
     wait_idle: float,
@@ -475,12 +461,12 @@ def measure(
 ) -> tuple[float, dict[str, float]]:
     """Time ``action`` on a quiet machine; CPU of weed, the registry (if the client is one)
     and this process + curl."""
-    setup.weed.check_alive()
+    check_alive(setup.weed)
     quiesce(wait_idle, pretouch)
-    registry_pid = registry.proc.pid if registry else setup.weed.proc.pid
-    with CpuMeter(setup.weed.proc.pid) as weed, CpuMeter(registry_pid) as meter:
+    registry_pid = registry.proc.pid if registry else setup.weed.process.pid
+    with CpuMeter(setup.weed.process.pid) as weed, CpuMeter(registry_pid) as meter:
         seconds = action()
-    setup.weed.check_alive()
+    check_alive(setup.weed)
     cpu = {"weed": weed.percent["server"], "registry": 0.0, "client": weed.percent["client"]}
     if registry is not None:
         registry.check_alive()
@@ -502,7 +488,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         print(f"writing a {args.size_mib} MiB random file", flush=True)
         blob = make_random_file(work / "blob", args.size_mib * MIB)
-        weed = start_seaweedfs(work, BUCKET)
+        weed = start_seaweedfs(work / "seaweedfs", buckets=(BUCKET,))
         if "registry" in chosen:
             registries["registry"] = start_registry(work, weed)
         if "distribution" in chosen:

@@ -26,7 +26,7 @@ from errors import BenchmarkError, exit_status
 from load import run_load
 from registry_http import push_image
 from repeats import alternating
-from servers import Server, free_port, start_server
+from servers import Server, free_port, spawn, start_server, wait_ready
 from transfers import MIB, BlobFile, download, make_random_file, monolithic_upload
 
 from tests.support.haproxy import HAProxy, start_haproxy
@@ -46,28 +46,9 @@ def start_moorage_on(key: str, work: Path, env: dict[str, str], workers: int = 2
     log = work / f"{key}.log"
     argv = [str(VENV_BIN / "moorage"), "serve", "--listen", f"127.0.0.1:{port}"]
     argv += ["--data", str(data), "--workers", str(workers)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(key, port, data, log, proc)
-    deadline = time.monotonic() + 30
-    while True:
-        server.check_alive()
-        try:
-            if server.answers_v2():
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise BenchmarkError(f"{key} did not answer /v2/:\n{server.log_tail()}")
-        time.sleep(0.1)
+    server = Server(key, port, data, log, spawn(argv, log, {**os.environ, **env}))
+    wait_ready(server, server.answers_v2, f"{key} did not answer /v2/")
+    return server
 
 
 def manifest_get(server: Server, args: argparse.Namespace) -> tuple[float, float]:

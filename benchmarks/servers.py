@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,37 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a server in a session of its own (so that ``Server.stop`` ends its whole group),
+    its output going to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def wait_ready(server: Server, ready: Callable[[], bool], failure: str) -> None:
+    """Poll ``ready`` until it says yes; stop the server and raise ``failure`` (with the log's
+    tail) if it exits or 30 s pass first."""
+    deadline = time.monotonic() + 30
+    while True:
+        server.check_alive()
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise BenchmarkError(f"{failure}:\n{server.log_tail()}")
+        time.sleep(0.1)
+
+
 def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str) -> Server:
     port = free_port()
     data = work / f"{key}-data"
@@ -122,24 +154,6 @@ def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str)
         config = work / "distribution.yml"
         config.write_text(DISTRIBUTION_CONFIG.format(root=data, port=port))
         argv = [distribution_bin, "serve", str(config)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(key, port, data, log, proc)
-    deadline = time.monotonic() + 30
-    while True:
-        server.check_alive()
-        try:
-            if server.answers_v2():
-                return server
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise BenchmarkError(f"{server.label} did not answer /v2/:\n{server.log_tail()}")
-        time.sleep(0.1)
+    server = Server(key, port, data, log, spawn(argv, log))
+    wait_ready(server, server.answers_v2, f"{server.label} did not answer /v2/")
+    return server
