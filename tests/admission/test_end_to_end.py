@@ -27,7 +27,6 @@ import pytest
 
 from tests.admission.reviews import apply_patch, pod_spec, review, workload
 from tests.admission.test_remote import (
-    DISTRIBUTION_CONFIG,
     PASSWORD,
     USER,
     basic_entry,
@@ -39,15 +38,14 @@ from tests.support.clients import (
     Pki,
     RegistryHttp,
     make_pki,
-    write_htpasswd,
 )
+from tests.support.distribution import start_distribution
 from tests.support.images import Image, open_layout, write_image
 from tests.support.server import (
     RunningRegistry,
     free_port,
     start_moorage,
     stop_process,
-    wait_ready,
 )
 
 pytestmark = pytest.mark.clients
@@ -320,27 +318,8 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
     """Distribution on loopback (HTTPS, htpasswd) holding ``team/app:1.0``, pushed by skopeo."""
     workdir = tmp_path_factory.mktemp("distribution")
     pki = make_pki(workdir / "pki")
-    port = free_port()
-    config = workdir / "config.yml"
-    config.write_text(
-        DISTRIBUTION_CONFIG.format(
-            root=workdir / "data",
-            port=port,
-            cert=pki.server_cert,
-            key=pki.server_key,
-            htpasswd=write_htpasswd(workdir / "htpasswd", {USER: PASSWORD}),
-        )
-    )
-    log = workdir / "distribution.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["/usr/bin/docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    registry = RunningRegistry(
-        "127.0.0.1", port, workdir / "data", process, log, "https", pki.ca_cert
-    )
+    registry = start_distribution(workdir, pki, {USER: PASSWORD})
     try:
-        wait_ready(registry.url, process, log, pki.ca_cert)
         layout = open_layout(workdir / "layout")
         image = write_image(layout, "1.0", layer_sizes=SMALL)
         with Clients(workdir / "clients") as clients:
@@ -357,7 +336,7 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
         assert http.manifest("team/app", "1.0").digest == image.manifest_digest
         yield Distribution(registry, pki, image)
     finally:
-        stop_process(process)
+        registry.stop()
 
 
 def admission_config(path: Path, *lines: str) -> Path:

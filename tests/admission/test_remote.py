@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -37,10 +36,11 @@ from moorage.admission.kube import KubernetesError
 from moorage.admission.remote import ACCEPT, RemoteResolver, parse_challenges
 from moorage.admission.resolver import ResolveContext, ResolveError
 from moorage.reference import parse_reference
-from tests.support.clients import Pki, make_pki, write_htpasswd
+from tests.support.clients import Pki, make_pki
+from tests.support.distribution import start_distribution
 from tests.support.images import Image, MultiArchImage, OciLayout, open_layout, write_image
 from tests.support.images import write_multiarch as write_multiarch_layout
-from tests.support.server import RunningRegistry, free_port, stop_process, wait_ready
+from tests.support.server import RunningRegistry, free_port
 
 USER, PASSWORD = "alice", f"pw-{os.urandom(6).hex()}"
 CONTEXT = ResolveContext(namespace="team-a")
@@ -131,27 +131,6 @@ def push_test_images(pusher: Pusher, workdir: Path, registry: RunningRegistry) -
 
 # -- CNCF Distribution with htpasswd over HTTPS ---------------------------------------------------
 
-DISTRIBUTION_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: 127.0.0.1:{port}
-  secret: moorage-test-{port}
-  tls:
-    certificate: {cert}
-    key: {key}
-auth:
-  htpasswd:
-    realm: moorage-test
-    path: {htpasswd}
-"""
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
@@ -161,32 +140,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 @pytest.fixture(scope="module")
 def distribution(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Pushed]:
     workdir = tmp_path_factory.mktemp("distribution")
-    port = free_port()
-    config = workdir / "config.yml"
-    config.write_text(
-        DISTRIBUTION_CONFIG.format(
-            root=workdir / "data",
-            port=port,
-            cert=pki.server_cert,
-            key=pki.server_key,
-            htpasswd=write_htpasswd(workdir / "htpasswd", {USER: PASSWORD}),
-        )
-    )
-    log = workdir / "distribution.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            ["/usr/bin/docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
-        )
-    registry = RunningRegistry(
-        "127.0.0.1", port, workdir / "data", process, log, "https", pki.ca_cert
-    )
+    registry = start_distribution(workdir, pki, {USER: PASSWORD})
     try:
-        wait_ready(registry.url, process, log, pki.ca_cert)
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
         pusher = Pusher(registry.url, context, (USER, PASSWORD))
         yield push_test_images(pusher, workdir, registry)
     finally:
-        stop_process(process)
+        registry.stop()
 
 
 def docker_config(path: Path, auths: dict[str, Any]) -> Path:
