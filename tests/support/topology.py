@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,49 +97,35 @@ def start_topology(
     replica_args: tuple[str, ...] = (),
 ) -> Topology:
     workdir.mkdir(parents=True, exist_ok=True)
-    started: list[object] = []
-    seaweedfs = start_seaweedfs(workdir / "seaweedfs", buckets=(BUCKET,))
-    try:
+    with contextlib.ExitStack() as cleanup:
+        seaweedfs = start_seaweedfs(workdir / "seaweedfs", buckets=(BUCKET,))
+        cleanup.callback(seaweedfs.stop)
         postgres = start_postgres(workdir / "postgres")
-        started.append(postgres)
+        cleanup.callback(postgres.stop)
         dsn = postgres.create_database("moorage")
         env = replica_environment(seaweedfs, dsn)
-        running: list[RunningRegistry] = []
-        try:
-            # Started together, the replicas race to migrate the schema; one does it.
-            threads = [
-                threading.Thread(
-                    target=lambda i=i: running.append(
-                        start_moorage(
-                            workdir / f"replica{i + 1}", workers=1, args=replica_args, env=env
-                        )
-                    )
+        # Started together, the replicas race to migrate the schema; one does it.
+        with ThreadPoolExecutor(replicas) as pool:
+            starts = [
+                pool.submit(
+                    start_moorage,
+                    workdir / f"replica{index + 1}",
+                    workers=1,
+                    args=replica_args,
+                    env=env,
                 )
-                for i in range(replicas)
+                for index in range(replicas)
             ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            if len(running) != replicas:
-                raise RuntimeError("a replica did not start: see the replica*/moorage.log files")
-            running.sort(key=lambda replica: str(replica.log))
-            front = start_haproxy(
-                workdir / "haproxy",
-                host,
-                port or free_port(),
-                [replica.address for replica in running],
-            )
-        except BaseException:
-            for replica in running:
-                replica.stop()
-            raise
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if started:
-                postgres.stop()
-        seaweedfs.stop()
-        raise
+        running = [start.result() for start in starts if start.exception() is None]
+        for replica in running:
+            cleanup.callback(replica.stop)
+        failures = [error for start in starts if (error := start.exception()) is not None]
+        if failures:
+            raise RuntimeError(f"{len(failures)} replica(s) did not start") from failures[0]
+        front = start_haproxy(
+            workdir / "haproxy", host, port or free_port(), [r.address for r in running]
+        )
+        cleanup.pop_all()
     return Topology(workdir, seaweedfs, postgres, dsn, running, front, replica_args, env)
 
 
