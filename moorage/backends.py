@@ -72,24 +72,6 @@ def uses_data_directory(settings: Settings) -> bool:
     )
 
 
-async def check_metadata(settings: Settings) -> None:
-    """Fail now, with the reason, if the metadata store cannot be used: PostgreSQL unreachable,
-    or its schema not at this code's version (``moorage migrate``)."""
-    if settings.metadata_backend != "postgres" or settings.storage_driver == "memory":
-        return
-    from moorage.meta.base import MetadataError
-    from moorage.meta.postgres import PostgresMetadata
-
-    assert settings.metadata_dsn
-    store = PostgresMetadata(settings.metadata_dsn, pool_max=1)
-    try:
-        await store.connect()
-    except MetadataError as exc:
-        raise ConfigError(str(exc)) from None
-    finally:
-        await store.close()
-
-
 async def migrate(settings: Settings) -> tuple[int, int]:
     """Bring the metadata schema up to date; the schema versions before and after.
 

@@ -31,7 +31,6 @@ from moorage.admission.setup import build_admission
 from moorage.api.app import create_app
 from moorage.api.webhook import create_webhook_app
 from moorage.backends import (
-    check_metadata,
     describe_backends,
     migrate,
     open_metadata,
@@ -39,7 +38,7 @@ from moorage.backends import (
     uses_data_directory,
 )
 from moorage.config import ConfigError, Settings, split_address
-from moorage.meta.base import Actor, MetadataError
+from moorage.meta.base import Actor, MetadataUnavailable
 from moorage.registry.service import Registry
 
 log = logging.getLogger("moorage.server")
@@ -166,15 +165,12 @@ def _prepare(settings: Settings) -> None:
 
     async def prepare() -> None:
         if settings.metadata_backend == "postgres" and settings.metadata_migrate:
-            try:
-                before, after = await migrate(settings)
-            except MetadataError as exc:
-                raise ConfigError(str(exc)) from None
+            before, after = await migrate(settings)
             if before != after:
                 log.info("metadata schema migrated from version %d to %d", before, after)
-        await check_metadata(settings)
         registry = build_registry(settings)
         try:
+            await registry.meta.connect()
             if settings.storage_driver != "memory":
                 await install_configured_policy(registry, settings)
             if settings.webhook_listen is not None:
@@ -186,7 +182,10 @@ def _prepare(settings: Settings) -> None:
         finally:
             await registry.close()
 
-    asyncio.run(prepare())
+    try:
+        asyncio.run(prepare())
+    except MetadataUnavailable as exc:  # unreachable, or a schema of another version
+        raise ConfigError(str(exc)) from None
 
 
 def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -> int:

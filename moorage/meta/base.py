@@ -202,6 +202,10 @@ class UploadOffsetMismatch(MetadataError):
 
 
 class MetadataStore(Protocol):
+    async def connect(self) -> None:
+        """Fail now, with the reason, if the store cannot be used (a server unreachable, a
+        schema at another version) rather than on the first request."""
+
     async def close(self) -> None: ...
 
     # -- blobs --------------------------------------------------------------------------------

@@ -110,6 +110,9 @@ class SQLiteMetadata:
         directory = Path(tempfile.mkdtemp(prefix="moorage-meta-"))
         return cls(directory / "moorage.db", owned_directory=directory)
 
+    async def connect(self) -> None:
+        return None  # the database was opened and migrated by the constructor
+
     async def close(self) -> None:
         self._writer.close()
         self._reader.close()
