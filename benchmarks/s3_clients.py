@@ -72,18 +72,21 @@ class Setup:
     #: The registries under test ("registry": moorage, "distribution"), when chosen.
     registries: dict[str, Server]
 
-    def boto3_client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.weed.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(
+    def boto_options(self) -> dict[str, Any]:
+        """What boto3 and aioboto3 clients are made with (the same for both)."""
+        return {
+            "endpoint_url": self.weed.endpoint,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": SECRET_KEY,
+            "region_name": REGION,
+            "config": Config(
                 s3={"addressing_style": "path"},
                 max_pool_connections=max(10, self.concurrency),
             ),
-        )
+        }
+
+    def boto3_client(self) -> Any:
+        return boto3.client("s3", **self.boto_options())
 
     def transfer_config(self) -> Any:
         return TransferConfig(
@@ -93,17 +96,7 @@ class Setup:
         )
 
     def aioboto3_client(self) -> Any:
-        return aioboto3.Session().client(
-            "s3",
-            endpoint_url=self.weed.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name=REGION,
-            config=Config(
-                s3={"addressing_style": "path"},
-                max_pool_connections=max(10, self.concurrency),
-            ),
-        )
+        return aioboto3.Session().client("s3", **self.boto_options())
 
     def obstore(self) -> S3Store:
         return S3Store(
