@@ -77,9 +77,8 @@ class Pattern:
         return self.regex.fullmatch(value) is not None
 
 
-def _patterns(
-    value: Any, where: str, *, segments: bool, may_be_empty: bool = False
-) -> tuple[Pattern, ...]:
+def pattern_texts(value: Any, where: str, *, may_be_empty: bool = False) -> tuple[str, ...]:
+    """A configured pattern or list of patterns, as a tuple of non-empty strings."""
     if isinstance(value, str):
         value = [value]
     if (
@@ -88,7 +87,14 @@ def _patterns(
         or not (value or may_be_empty)
     ):
         raise PolicyError(f"{where} must be a pattern or a list of non-empty patterns")
-    patterns = tuple(Pattern(v, segments) for v in value)
+    return tuple(value)
+
+
+def _patterns(
+    value: Any, where: str, *, segments: bool, may_be_empty: bool = False
+) -> tuple[Pattern, ...]:
+    texts = pattern_texts(value, where, may_be_empty=may_be_empty)
+    patterns = tuple(Pattern(v, segments) for v in texts)
     for pattern in patterns:
         pattern.regex  # noqa: B018 - compiles, so a bad pattern is refused when loaded
     return patterns

@@ -71,7 +71,7 @@ from typing import Any, Literal
 from moorage.admission.pinning import OPERATIONS
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
 from moorage.admission.workloads import CONTAINER_KINDS, ContainerKind, ImageSite, image_sites
-from moorage.policy import Decision, Pattern, Policy, PolicyError
+from moorage.policy import Decision, Pattern, Policy, PolicyError, pattern_texts
 from moorage.reference import DOCKER_HUB, ImageReference, ReferenceError, parse_reference
 
 Action = Literal["deny", "warn"]
@@ -126,15 +126,10 @@ def _compiled(pattern: Pattern, where: str) -> Pattern:
 
 
 def _strings(value: Any, where: str, *, may_be_empty: bool = False) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list | tuple)
-        or not all(isinstance(v, str) and v for v in value)
-        or not (value or may_be_empty)
-    ):
-        raise RuleError(f"{where} must be a pattern or a list of non-empty patterns")
-    return tuple(value)
+    try:
+        return pattern_texts(value, where, may_be_empty=may_be_empty)
+    except PolicyError as exc:
+        raise RuleError(str(exc)) from None
 
 
 def _namespace_patterns(value: Any, where: str, *, may_be_empty: bool) -> tuple[Pattern, ...]:
