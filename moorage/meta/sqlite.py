@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from moorage.meta import sqlite_history as history
 from moorage.meta.base import (
     Actor,
     ManifestNotFound,
@@ -69,12 +70,6 @@ def _manifest(row: tuple[str, str, bytes, str | None, str | None, str | None]) -
 
 def _upload(row: tuple[str, str, int, bytes | None, float, float, float]) -> Upload:
     return Upload(*row)
-
-
-_EVENT_FIELDS = (
-    "repository, tag, action, old_digest, new_digest, at, user, address, request_id, rule, reason"
-)
-_EVENT_COLUMNS = f"id, {_EVENT_FIELDS}"
 
 
 def _unless_refused(result: T | Refusal) -> T:
@@ -237,12 +232,19 @@ class SQLiteMetadata:
             if tag is not None and guard is not None:
                 refusal = guard(tag, current, manifest.digest)
                 if refusal is not None:
-                    self._refused(conn, refusal, actor, now)
+                    self._refused(conn, repo_id, refusal, actor, now)
                     return refusal
+            event = None
+            if tag is not None and current != manifest.digest:
+                action: TagAction = "created" if current is None else "moved"
+                event = history.record(
+                    conn, repo_id, repository, tag, action, current, manifest.digest, actor, now
+                )
             conn.execute(
                 "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, "
-                "annotations, size, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
+                "annotations, size, payload, created_at, last_event) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET last_event = excluded.last_event WHERE excluded.last_event IS NOT NULL",
                 (
                     repo_id,
                     manifest.digest,
@@ -253,6 +255,7 @@ class SQLiteMetadata:
                     manifest.size,
                     manifest.payload,
                     now,
+                    event,
                 ),
             )
             conn.executemany(
@@ -260,10 +263,8 @@ class SQLiteMetadata:
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(repo_id, manifest.digest, r.kind, r.digest) for r in manifest.references],
             )
-            if tag is not None and current != manifest.digest:
-                self._point_tag(conn, repo_id, tag, manifest.digest, now)
-                action: TagAction = "created" if current is None else "moved"
-                self._record(conn, repository, tag, action, current, manifest.digest, actor, now)
+            if tag is not None and event is not None:
+                self._point_tag(conn, repo_id, tag, manifest.digest, now, event)
             return PutResult(previous_digest=current)
 
         return _unless_refused(await self._write(tx))
@@ -277,51 +278,27 @@ class SQLiteMetadata:
 
     @staticmethod
     def _point_tag(
-        conn: sqlite3.Connection, repo_id: int, tag: str, digest: str, now: float
+        conn: sqlite3.Connection, repo_id: int, tag: str, digest: str, now: float, event: int
     ) -> None:
+        """Point the tag at ``digest``; ``event``, the change's history event, is its head."""
         conn.execute(
-            "INSERT INTO tags (repo_id, name, digest, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (repo_id, name) DO UPDATE SET digest = excluded.digest, "
-            "updated_at = excluded.updated_at",
-            (repo_id, tag, digest, now),
+            "INSERT INTO tags (repo_id, name, digest, updated_at, last_event) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (repo_id, name) DO UPDATE SET "
+            "digest = excluded.digest, updated_at = excluded.updated_at, "
+            "last_event = excluded.last_event",
+            (repo_id, tag, digest, now, event),
         )
 
     @staticmethod
-    def _record(
-        conn: sqlite3.Connection,
-        repository: str,
-        tag: str,
-        action: TagAction,
-        old: str | None,
-        new: str | None,
-        actor: Actor,
-        now: float,
-        rule: str | None = None,
-        reason: str | None = None,
+    def _refused(
+        conn: sqlite3.Connection, repo_id: int, refusal: Refusal, actor: Actor, now: float
     ) -> None:
-        conn.execute(
-            f"INSERT INTO tag_events ({_EVENT_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                repository,
-                tag,
-                action,
-                old,
-                new,
-                now,
-                actor.user,
-                actor.address,
-                actor.request_id,
-                rule,
-                reason,
-            ),
-        )
-
-    @classmethod
-    def _refused(cls, conn: sqlite3.Connection, refusal: Refusal, actor: Actor, now: float) -> None:
-        cls._record(
+        repository, tag = refusal.repository, refusal.tag
+        event = history.record(
             conn,
-            refusal.repository,
-            refusal.tag,
+            repo_id,
+            repository,
+            tag,
             "refused",
             refusal.current_digest,
             refusal.attempted_digest,
@@ -330,6 +307,24 @@ class SQLiteMetadata:
             refusal.rule,
             refusal.message,
         )
+        history.advance_tag_head(conn, repo_id, repository, tag, event)
+
+    @staticmethod
+    def _deleted(
+        conn: sqlite3.Connection,
+        repo_id: int,
+        repository: str,
+        tags: list[tuple[str, str]],
+        actor: Actor,
+        now: float,
+    ) -> None:
+        """Delete each (tag, digest it held), recording it; the tag's history goes on."""
+        for tag, digest in tags:
+            event = history.record(
+                conn, repo_id, repository, tag, "deleted", digest, None, actor, now
+            )
+            conn.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (repo_id, tag))
+            history.advance_tag_head(conn, repo_id, repository, tag, event)
 
     @staticmethod
     def _has(conn: sqlite3.Connection, repo_id: int, ref: Reference) -> bool:
@@ -381,17 +376,16 @@ class SQLiteMetadata:
                 for tag, tagged in affected:
                     refusal = guard(tag, tagged, None)
                     if refusal is not None:
-                        self._refused(conn, refusal, actor, now)
+                        self._refused(conn, repo_id, refusal, actor, now)
                         return refusal
-            tags = [tag for tag, tagged in affected if tagged == digest]
             args = (repo_id, digest)
             if not conn.execute(
                 "SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?", args
             ).fetchone():
                 return False
-            for tag in tags:
-                self._record(conn, repository, tag, "deleted", digest, None, actor, now)
-            conn.execute("DELETE FROM tags WHERE repo_id = ? AND digest = ?", args)
+            tags = [(tag, tagged) for tag, tagged in affected if tagged == digest]
+            self._deleted(conn, repo_id, repository, tags, actor, now)
+            history.save_digest_head(conn, repo_id, repository, digest)
             conn.execute("DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", args)
             conn.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", args)
             return True
@@ -408,13 +402,12 @@ class SQLiteMetadata:
             current = None if row is None else self._tag_digest(conn, row[0], tag)
             if current is None:
                 return False
-            now = time.time()
+            repo_id, now = row[0], time.time()
             refusal = None if guard is None else guard(tag, current, None)
             if refusal is not None:
-                self._refused(conn, refusal, actor, now)
+                self._refused(conn, repo_id, refusal, actor, now)
                 return refusal
-            conn.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (row[0], tag))
-            self._record(conn, repository, tag, "deleted", current, None, actor, now)
+            self._deleted(conn, repo_id, repository, [(tag, current)], actor, now)
             return True
 
         return _unless_refused(await self._write(tx))
@@ -434,11 +427,17 @@ class SQLiteMetadata:
             current = self._tag_digest(conn, repo_id, tag)
             refusal = None if guard is None else guard(tag, current, digest)
             if refusal is not None:
-                self._refused(conn, refusal, actor, now)
+                self._refused(conn, repo_id, refusal, actor, now)
                 return refusal
             if current != digest:
-                self._point_tag(conn, repo_id, tag, digest, now)
-                self._record(conn, repository, tag, "restored", current, digest, actor, now)
+                event = history.record(
+                    conn, repo_id, repository, tag, "restored", current, digest, actor, now
+                )
+                self._point_tag(conn, repo_id, tag, digest, now, event)
+                conn.execute(
+                    "UPDATE manifests SET last_event = ? WHERE repo_id = ? AND digest = ?",
+                    (event, repo_id, digest),
+                )
             return (current,)
 
         return _unless_refused(await self._write(tx))[0]
@@ -480,43 +479,18 @@ class SQLiteMetadata:
         rows = self._reader.execute(sql + " ORDER BY digest", args).fetchall()
         return [ReferrerRecord(*row) for row in rows]
 
-    # -- tag history --------------------------------------------------------------------------
-    def _events(self, where: str, args: tuple[object, ...]) -> list[TagEvent]:
-        rows = self._reader.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM tag_events WHERE {where}", args
-        ).fetchall()
-        return [TagEvent(*row) for row in rows]
-
+    # -- tag history (sqlite_history) ---------------------------------------------------------
     async def tag_history(
         self, repository: str, tag: str, limit: int | None, before: int | None
     ) -> list[TagEvent]:
-        return self._events(
-            "repository = ? AND tag = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (repository, tag, before or 2**62, -1 if limit is None else limit),
-        )
+        repo_id = self._repo_id(repository)
+        return history.tag_events(self._reader, repo_id, repository, tag, limit, before)
 
     async def tag_at(self, repository: str, tag: str, before: float) -> TagEvent | None:
-        events = self._events(
-            "repository = ? AND tag = ? AND at < ? AND action != 'refused' "
-            "ORDER BY id DESC LIMIT 1",
-            (repository, tag, before),
-        )
-        return events[0] if events else None
+        return history.tag_at(self._reader, self._repo_id(repository), repository, tag, before)
 
     async def digest_events(self, digest: str) -> list[TagEvent]:
-        # Changes that pointed a tag at the digest (indexed), and for each, the tag's next
-        # change, which pointed it away (found through the tag index). An index on old_digest
-        # would answer this directly but cost every tag write ~10% of its throughput.
-        rows = self._reader.execute(
-            f"WITH pointed AS (SELECT id, repository, tag FROM tag_events "
-            "WHERE new_digest = ? AND action != 'refused') "
-            f"SELECT {_EVENT_COLUMNS} FROM tag_events WHERE id IN ("
-            "SELECT id FROM pointed UNION SELECT (SELECT MIN(n.id) FROM tag_events n "
-            "WHERE n.repository = p.repository AND n.tag = p.tag AND n.id > p.id "
-            "AND n.action != 'refused') FROM pointed p) ORDER BY id",
-            (digest,),
-        ).fetchall()
-        return [TagEvent(*row) for row in rows]
+        return history.digest_events(self._reader, digest)
 
     # -- tag policy ---------------------------------------------------------------------------
     async def policy_version(self) -> int:

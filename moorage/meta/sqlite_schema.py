@@ -123,6 +123,47 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pins_by_image ON pins (repository, tag, id);
     CREATE INDEX pins_by_namespace ON pins (namespace, id);
     """,
+    # Tag history as chains (sqlite_history): link every event to the previous one of its
+    # tag and of the digest it points at, keep each chain's newest event in the tags or
+    # manifests row, then drop the two indexes every tag write used to pay for.
+    """
+    ALTER TABLE tag_events ADD COLUMN tag_previous INTEGER;
+    ALTER TABLE tag_events ADD COLUMN digest_previous INTEGER;
+    ALTER TABLE tags ADD COLUMN last_event INTEGER;
+    ALTER TABLE manifests ADD COLUMN last_event INTEGER;
+    CREATE TABLE history_heads (
+        kind TEXT NOT NULL CHECK (kind IN ('tag', 'digest')),
+        key TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        last_event INTEGER NOT NULL,
+        PRIMARY KEY (kind, key, repository)
+    ) WITHOUT ROWID;
+    UPDATE tag_events SET tag_previous = (
+        SELECT max(p.id) FROM tag_events p
+        WHERE p.repository = tag_events.repository AND p.tag = tag_events.tag
+          AND p.id < tag_events.id
+    );
+    UPDATE tag_events SET digest_previous = (
+        SELECT max(p.id) FROM tag_events p
+        WHERE p.new_digest = tag_events.new_digest AND p.repository = tag_events.repository
+          AND p.action IN ('created', 'moved', 'restored') AND p.id < tag_events.id
+    ) WHERE action IN ('created', 'moved', 'restored');
+    INSERT INTO history_heads (kind, key, repository, last_event)
+        SELECT 'tag', tag, repository, max(id) FROM tag_events GROUP BY repository, tag;
+    INSERT INTO history_heads (kind, key, repository, last_event)
+        SELECT 'digest', new_digest, repository, max(id) FROM tag_events
+        WHERE action IN ('created', 'moved', 'restored') GROUP BY repository, new_digest;
+    UPDATE tags SET last_event = (
+        SELECT h.last_event FROM history_heads h JOIN repositories r ON r.name = h.repository
+        WHERE h.kind = 'tag' AND h.key = tags.name AND r.id = tags.repo_id
+    );
+    UPDATE manifests SET last_event = (
+        SELECT h.last_event FROM history_heads h JOIN repositories r ON r.name = h.repository
+        WHERE h.kind = 'digest' AND h.key = manifests.digest AND r.id = manifests.repo_id
+    );
+    DROP INDEX tag_events_by_tag;
+    DROP INDEX tag_events_by_new_digest;
+    """,
 ]
 
 

@@ -200,3 +200,59 @@ async def test_guard_covers_tags_on_indexes_that_list_a_manifest(meta: MetadataS
     assert await meta.resolve_tag("repo", "loose") is None
     index_tag = await meta.resolve_tag("repo", "v1")  # only the child's own tags go with it
     assert index_tag is not None and index_tag.digest == index.digest
+
+
+async def test_history_goes_on_through_deleted_tags_and_manifests(meta: MetadataStore) -> None:
+    one, two = manifest("one"), manifest("two")
+    await meta.put_manifest("repo", one, "t", ACTOR)
+    await meta.put_manifest("repo", one, "u", ACTOR)
+    await meta.put_manifest("repo", two, "t", ACTOR)
+    assert await meta.delete_manifest("repo", one.digest, ACTOR)  # takes "u" with it
+    await meta.put_manifest("repo", one, "u", ALICE)  # pushed again, and tagged again
+    assert await meta.delete_tag("repo", "t", ACTOR)
+    await meta.put_manifest("repo", one, "t", ALICE)  # "t" comes back, on the old digest
+    actions = {
+        tag: [
+            (e.action, e.old_digest, e.new_digest)
+            for e in await meta.tag_history("repo", tag, None, None)
+        ]
+        for tag in ("t", "u")
+    }
+    assert actions == {
+        "t": [
+            ("created", None, one.digest),
+            ("deleted", two.digest, None),
+            ("moved", one.digest, two.digest),
+            ("created", None, one.digest),
+        ],
+        "u": [
+            ("created", None, one.digest),
+            ("deleted", one.digest, None),
+            ("created", None, one.digest),
+        ],
+    }
+    spans = [(e.tag, e.action) for e in await meta.digest_events(one.digest)]
+    assert spans == [
+        ("t", "created"),
+        ("u", "created"),
+        ("t", "moved"),
+        ("u", "deleted"),
+        ("u", "created"),
+        ("t", "created"),
+    ]
+    assert [e.action for e in await meta.digest_events(two.digest)] == ["moved", "deleted"]
+
+
+async def test_history_pages_from_any_event_id(meta: MetadataStore) -> None:
+    records = [manifest(f"m{i}") for i in range(5)]
+    for record in records:
+        await meta.put_manifest("repo", record, "t", ACTOR)
+        await meta.put_manifest("repo", record, "other", ACTOR)
+    events = await meta.tag_history("repo", "t", None, None)
+    assert [e.new_digest for e in events] == [r.digest for r in reversed(records)]
+    # A cursor that is not an event of this tag (another tag's) still bounds the page.
+    others = await meta.tag_history("repo", "other", None, None)
+    page = await meta.tag_history("repo", "t", 2, others[1].id)
+    assert page == [e for e in events if e.id < others[1].id][:2]
+    assert await meta.tag_history("repo", "t", 0, None) == []
+    assert await meta.tag_history("repo", "t", 10, events[-1].id) == []

@@ -1,0 +1,203 @@
+"""Tag history in SQLite, kept as chains so that recording an event costs one appended row.
+
+Every event links to the previous event of its tag (``tag_previous``); an event that points a
+tag at a digest (created, moved, restored) also links to the previous such event of that
+digest in its repository (``digest_previous``). The newest event of a chain, its head, lives
+in the row the change writes anyway: ``tags.last_event`` for a tag and
+``manifests.last_event`` for a digest. When that row is deleted (a deleted tag or manifest),
+the head moves to ``history_heads``, so the chain goes on if the tag or manifest comes back.
+A head in ``history_heads`` may be older than the live row's; the live row wins, and walking
+both finds the same chain.
+
+So a tag write touches no index of the history at all: an index on (repository, tag) and on
+the new digest would each put a random B-tree page into every commit. Queries walk a chain
+instead of an index, one rowid lookup per event, newest first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from moorage.meta.base import Actor, TagAction, TagEvent
+
+EVENT_FIELDS = (
+    "repository, tag, action, old_digest, new_digest, at, user, address, request_id, rule, reason"
+)
+EVENT_COLUMNS = f"id, {EVENT_FIELDS}"
+_COLUMNS = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+
+_INSERT = (
+    f"INSERT INTO tag_events ({EVENT_FIELDS}, tag_previous, digest_previous) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The heads of a tag's chain and of a digest's (NULL: no digest), each from the live row or
+# else as saved when that row went; one statement, as it runs for every tag change.
+_HEADS = (
+    "SELECT coalesce((SELECT last_event FROM tags WHERE repo_id = ?1 AND name = ?2), "
+    "(SELECT last_event FROM history_heads WHERE kind = 'tag' AND key = ?2 "
+    "AND repository = ?3)), "
+    "coalesce((SELECT last_event FROM manifests WHERE repo_id = ?1 AND digest = ?4), "
+    "(SELECT last_event FROM history_heads WHERE kind = 'digest' AND key = ?4 "
+    "AND repository = ?3))"
+)
+_SAVE_HEAD = (
+    "INSERT INTO history_heads (kind, key, repository, last_event) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (kind, key, repository) DO UPDATE SET last_event = excluded.last_event"
+)
+# One chain, newest first, from a start event: at most ``limit`` events (-1: all), the walk
+# stopping below ``floor``.
+_TAG_CHAIN = (
+    "WITH RECURSIVE chain(id) AS (SELECT ? UNION ALL SELECT e.tag_previous FROM tag_events e "
+    "JOIN chain c ON e.id = c.id WHERE e.tag_previous > ? LIMIT ?) "
+    f"SELECT {_COLUMNS} FROM chain c JOIN tag_events e ON e.id = c.id"
+)
+_DIGEST_HEADS = (
+    "SELECT m.last_event FROM repositories r JOIN manifests m ON m.repo_id = r.id "
+    "AND m.digest = ?1 WHERE m.last_event IS NOT NULL "
+    "UNION SELECT last_event FROM history_heads WHERE kind = 'digest' AND key = ?1"
+)
+_DIGEST_CHAINS = (
+    f"WITH RECURSIVE chain(id) AS ({_DIGEST_HEADS} UNION SELECT e.digest_previous "
+    "FROM tag_events e JOIN chain c ON e.id = c.id WHERE e.digest_previous IS NOT NULL) "
+    f"SELECT {_COLUMNS} FROM chain c JOIN tag_events e ON e.id = c.id"
+)
+_POINTING: frozenset[TagAction] = frozenset({"created", "moved", "restored"})
+
+
+def heads(
+    conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str, digest: str | None
+) -> tuple[int | None, int | None]:
+    """The newest event of the tag's chain, and of the digest's in the repository."""
+    row = conn.execute(_HEADS, (repo_id, tag, repository, digest)).fetchone()
+    return row[0], row[1]
+
+
+def record(
+    conn: sqlite3.Connection,
+    repo_id: int,
+    repository: str,
+    tag: str,
+    action: TagAction,
+    old: str | None,
+    new: str | None,
+    actor: Actor,
+    now: float,
+    rule: str | None = None,
+    reason: str | None = None,
+) -> int:
+    """Append an event to its chains and return its id. Run it before the change itself; the
+    caller then makes the event the head of its tag (``tags.last_event``, or
+    ``advance_tag_head``) and, when it points the tag at ``new``, of that manifest."""
+    pointed = new if action in _POINTING else None
+    tag_previous, digest_previous = heads(conn, repo_id, repository, tag, pointed)
+    cursor = conn.execute(
+        _INSERT,
+        (
+            repository,
+            tag,
+            action,
+            old,
+            new,
+            now,
+            actor.user,
+            actor.address,
+            actor.request_id,
+            rule,
+            reason,
+            tag_previous,
+            digest_previous,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def advance_tag_head(
+    conn: sqlite3.Connection, repo_id: int, repository: str, tag: str, event: int
+) -> None:
+    """Make ``event`` the tag's head: in its row, or saved if the tag has no row (deleted)."""
+    cursor = conn.execute(
+        "UPDATE tags SET last_event = ? WHERE repo_id = ? AND name = ?", (event, repo_id, tag)
+    )
+    if cursor.rowcount == 0:
+        conn.execute(_SAVE_HEAD, ("tag", tag, repository, event))
+
+
+def save_digest_head(conn: sqlite3.Connection, repo_id: int, repository: str, digest: str) -> None:
+    """Keep the manifest's head before its row is deleted."""
+    row = conn.execute(
+        "SELECT last_event FROM manifests WHERE repo_id = ? AND digest = ?", (repo_id, digest)
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        conn.execute(_SAVE_HEAD, ("digest", digest, repository, row[0]))
+
+
+def _events(rows: sqlite3.Cursor) -> list[TagEvent]:
+    return [TagEvent(*row) for row in rows]
+
+
+def tag_events(
+    conn: sqlite3.Connection,
+    repo_id: int | None,
+    repository: str,
+    tag: str,
+    limit: int | None,
+    before: int | None,
+) -> list[TagEvent]:
+    """The tag's events, newest first: ``limit`` of them, older than event ``before``."""
+    start, _ = heads(conn, repo_id, repository, tag, None)
+    bound = -1 if limit is None else limit
+    if before is not None:
+        row = conn.execute(
+            "SELECT tag_previous FROM tag_events WHERE id = ? AND repository = ? AND tag = ?",
+            (before, repository, tag),
+        ).fetchone()
+        if row is not None:
+            start = row[0]  # the usual cursor: the last event of the previous page
+        else:
+            rows = conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (start, 0, -1))
+            return [e for e in _events(rows) if e.id < before][: None if limit is None else limit]
+    if start is None or limit == 0:
+        return []
+    return _events(conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (start, 0, bound)))
+
+
+def tag_at(
+    conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str, before: float
+) -> TagEvent | None:
+    """The tag's newest change (refusals aside) made before the time ``before``."""
+    start, _ = heads(conn, repo_id, repository, tag, None)
+    if start is None:
+        return None
+    row = conn.execute(
+        _TAG_CHAIN + " WHERE e.at < ? AND e.action != 'refused' ORDER BY e.id DESC LIMIT 1",
+        (start, 0, -1, before),
+    ).fetchone()
+    return None if row is None else TagEvent(*row)
+
+
+def digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
+    """Every change that pointed a tag at ``digest``, in any repository, and each such tag's
+    next change (which pointed it away), oldest first."""
+    pointed = _events(conn.execute(_DIGEST_CHAINS, (digest,)))
+    found = {e.id: e for e in pointed}
+    oldest: dict[tuple[str, str], int] = {}
+    for event in pointed:
+        key = (event.repository, event.tag)
+        oldest[key] = min(oldest.get(key, event.id), event.id)
+    for (repository, tag), floor in oldest.items():
+        row = conn.execute("SELECT id FROM repositories WHERE name = ?", (repository,)).fetchone()
+        head, _ = heads(conn, None if row is None else row[0], repository, tag, None)
+        # The tag's events after its oldest pointing at the digest, newest first.
+        later = [
+            e
+            for e in _events(conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (head, floor, -1)))
+            if e.action != "refused"
+        ]
+        for event in pointed:
+            if (event.repository, event.tag) != (repository, tag):
+                continue
+            after = [e for e in later if e.id > event.id]
+            if after:
+                found.setdefault(after[-1].id, after[-1])
+    return sorted(found.values(), key=lambda e: e.id)
