@@ -40,6 +40,7 @@ from moorage.meta.base import (
     UploadNotFound,
     UploadOffsetMismatch,
 )
+from moorage.meta.sqlite_hint import VersionHint
 from moorage.meta.sqlite_schema import migrate
 from moorage.meta.sqlite_writer import GroupCommitWriter
 
@@ -98,6 +99,8 @@ class SQLiteMetadata:
         self._reader = connect(self.path)
         self._writer = GroupCommitWriter(writer, self.path.with_name(self.path.name + ".lock"))
         self._repo_ids: dict[str, int] = {}
+        self._policy_hint = VersionHint(self.path.with_name(self.path.name + ".policy"))
+        self._policy_version: int | None = None  # read from the database, hint agreeing
 
     @classmethod
     def temporary(cls) -> SQLiteMetadata:
@@ -111,6 +114,7 @@ class SQLiteMetadata:
     async def close(self) -> None:
         self._writer.close()
         self._reader.close()
+        self._policy_hint.close()
         if self._owned_directory is not None:
             shutil.rmtree(self._owned_directory, ignore_errors=True)
 
@@ -494,8 +498,14 @@ class SQLiteMetadata:
 
     # -- tag policy ---------------------------------------------------------------------------
     async def policy_version(self) -> int:
+        hint = self._policy_hint.read()
+        if hint == self._policy_version:
+            return hint  # no change since it was read (sqlite_hint)
         row = self._reader.execute("SELECT version FROM policy WHERE id = 1").fetchone()
-        return 0 if row is None else int(row[0])
+        version = 0 if row is None else int(row[0])
+        if version == hint:
+            self._policy_version = version
+        return version
 
     async def get_policy(self) -> PolicyRecord | None:
         row = self._reader.execute(
@@ -525,6 +535,7 @@ class SQLiteMetadata:
                 "old_document, new_document) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (now, actor.user, actor.address, actor.request_id, source, old, document),
             )
+            self._policy_hint.publish(version + 1)  # before the commit (sqlite_hint)
             return version + 1
 
         return await self._write(tx)

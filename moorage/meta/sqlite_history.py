@@ -26,20 +26,25 @@ EVENT_FIELDS = (
 EVENT_COLUMNS = f"id, {EVENT_FIELDS}"
 _COLUMNS = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
 
+# The newest event of a tag's chain, or of a digest's in a repository (:digest NULL: none):
+# from the live row, or else as saved when that row went.
+_TAG_HEAD = (
+    "coalesce((SELECT last_event FROM tags WHERE repo_id = :repo_id AND name = :tag), "
+    "(SELECT last_event FROM history_heads WHERE kind = 'tag' AND key = :tag "
+    "AND repository = :repository))"
+)
+_DIGEST_HEAD = (
+    "coalesce((SELECT last_event FROM manifests WHERE repo_id = :repo_id AND digest = :digest), "
+    "(SELECT last_event FROM history_heads WHERE kind = 'digest' AND key = :digest "
+    "AND repository = :repository))"
+)
+# One statement per event, as it runs for every tag change: the row and both links.
 _INSERT = (
-    f"INSERT INTO tag_events ({EVENT_FIELDS}, tag_previous, digest_previous) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO tag_events ({EVENT_FIELDS}, tag_previous, digest_previous) VALUES "
+    "(:repository, :tag, :action, :old, :new, :at, :user, :address, :request_id, :rule, "
+    f":reason, {_TAG_HEAD}, {_DIGEST_HEAD})"
 )
-# The heads of a tag's chain and of a digest's (NULL: no digest), each from the live row or
-# else as saved when that row went; one statement, as it runs for every tag change.
-_HEADS = (
-    "SELECT coalesce((SELECT last_event FROM tags WHERE repo_id = ?1 AND name = ?2), "
-    "(SELECT last_event FROM history_heads WHERE kind = 'tag' AND key = ?2 "
-    "AND repository = ?3)), "
-    "coalesce((SELECT last_event FROM manifests WHERE repo_id = ?1 AND digest = ?4), "
-    "(SELECT last_event FROM history_heads WHERE kind = 'digest' AND key = ?4 "
-    "AND repository = ?3))"
-)
+_HEADS = f"SELECT {_TAG_HEAD}"
 _SAVE_HEAD = (
     "INSERT INTO history_heads (kind, key, repository, last_event) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (kind, key, repository) DO UPDATE SET last_event = excluded.last_event"
@@ -64,12 +69,13 @@ _DIGEST_CHAINS = (
 _POINTING: frozenset[TagAction] = frozenset({"created", "moved", "restored"})
 
 
-def heads(
-    conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str, digest: str | None
-) -> tuple[int | None, int | None]:
-    """The newest event of the tag's chain, and of the digest's in the repository."""
-    row = conn.execute(_HEADS, (repo_id, tag, repository, digest)).fetchone()
-    return row[0], row[1]
+def tag_head(
+    conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str
+) -> int | None:
+    """The newest event of the tag's chain."""
+    args = {"repo_id": repo_id, "tag": tag, "repository": repository}
+    head: int | None = conn.execute(_HEADS, args).fetchone()[0]
+    return head
 
 
 def record(
@@ -88,25 +94,23 @@ def record(
     """Append an event to its chains and return its id. Run it before the change itself; the
     caller then makes the event the head of its tag (``tags.last_event``, or
     ``advance_tag_head``) and, when it points the tag at ``new``, of that manifest."""
-    pointed = new if action in _POINTING else None
-    tag_previous, digest_previous = heads(conn, repo_id, repository, tag, pointed)
     cursor = conn.execute(
         _INSERT,
-        (
-            repository,
-            tag,
-            action,
-            old,
-            new,
-            now,
-            actor.user,
-            actor.address,
-            actor.request_id,
-            rule,
-            reason,
-            tag_previous,
-            digest_previous,
-        ),
+        {
+            "repo_id": repo_id,
+            "repository": repository,
+            "tag": tag,
+            "action": action,
+            "old": old,
+            "new": new,
+            "digest": new if action in _POINTING else None,
+            "at": now,
+            "user": actor.user,
+            "address": actor.address,
+            "request_id": actor.request_id,
+            "rule": rule,
+            "reason": reason,
+        },
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
@@ -145,7 +149,7 @@ def tag_events(
     before: int | None,
 ) -> list[TagEvent]:
     """The tag's events, newest first: ``limit`` of them, older than event ``before``."""
-    start, _ = heads(conn, repo_id, repository, tag, None)
+    start = tag_head(conn, repo_id, repository, tag)
     bound = -1 if limit is None else limit
     if before is not None:
         row = conn.execute(
@@ -166,7 +170,7 @@ def tag_at(
     conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str, before: float
 ) -> TagEvent | None:
     """The tag's newest change (refusals aside) made before the time ``before``."""
-    start, _ = heads(conn, repo_id, repository, tag, None)
+    start = tag_head(conn, repo_id, repository, tag)
     if start is None:
         return None
     row = conn.execute(
@@ -187,7 +191,7 @@ def digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
         oldest[key] = min(oldest.get(key, event.id), event.id)
     for (repository, tag), floor in oldest.items():
         row = conn.execute("SELECT id FROM repositories WHERE name = ?", (repository,)).fetchone()
-        head, _ = heads(conn, None if row is None else row[0], repository, tag, None)
+        head = tag_head(conn, None if row is None else row[0], repository, tag)
         # The tag's events after its oldest pointing at the digest, newest first.
         later = [
             e

@@ -106,6 +106,7 @@ class Seeded:
             "moorage.db-wal",
             "moorage.db-shm",
             "moorage.db.lock",
+            "moorage.db.policy",
         }
         assert {p.name for p in data.iterdir()} <= allowed_top
         storage = data / "storage"
