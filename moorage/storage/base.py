@@ -42,6 +42,10 @@ class Writer(Protocol):
         """Release resources after a failed write; the stored size is then undefined."""
 
 
+#: Bytes streamed by ``StorageDriver.read`` (a driver may fill a buffer rather than copy it).
+Chunk = bytes | bytearray | memoryview
+
+
 class StorageDriver(Protocol):
     async def stat(self, key: str) -> int | None:
         """Size of the object, or None if there is none."""
@@ -51,8 +55,9 @@ class StorageDriver(Protocol):
 
     def read(
         self, key: str, offset: int = 0, length: int | None = None
-    ) -> AsyncGenerator[bytes, None]:
-        """Stream ``length`` bytes (or to the end) from ``offset``; raises ObjectNotFound."""
+    ) -> AsyncGenerator[Chunk, None]:
+        """Stream ``length`` bytes (or to the end) from ``offset``; raises ObjectNotFound.
+        Each chunk is the caller's: a driver never writes into one it has handed out."""
 
     async def put(self, key: str, data: bytes) -> None:
         """Store a small object atomically and durably."""

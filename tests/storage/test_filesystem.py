@@ -1,7 +1,9 @@
-"""Filesystem-specific guarantees: keys cannot escape the root, nothing half-written is visible."""
+"""Filesystem-specific guarantees: keys cannot escape the root, nothing half-written is visible,
+and reads serve the page cache inline and the disk from a thread."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -32,3 +34,61 @@ async def test_uncommitted_upload_is_not_at_the_blob_key(tmp_path: Path) -> None
     await writer.abort()
     assert await driver.stat("blobs/target") is None
     assert not (tmp_path / "blobs").exists()
+
+
+async def _stored(tmp_path: Path, size: int) -> tuple[FilesystemDriver, bytes]:
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(size)
+    await driver.put("blobs/b", data)
+    return driver, data
+
+
+def _drop_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+async def test_reads_what_is_not_cached_on_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, data = await _stored(tmp_path, 3 * 1024 * 1024 + 5)
+    threaded: list[int] = []
+    pread = os.pread
+
+    def counting_pread(fd: int, size: int, position: int) -> bytes:
+        threaded.append(size)
+        return pread(fd, size, position)
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    assert b"".join([c async for c in driver.read("blobs/b")]) == data
+    assert threaded == []  # just written: all of it in the page cache, read inline
+    _drop_from_page_cache(tmp_path / "blobs" / "b")
+    assert (
+        b"".join([c async for c in driver.read("blobs/b", 7, 2 * 1024 * 1024)])
+        == data[7 : 7 + 2 * 1024 * 1024]
+    )
+    assert threaded  # evicted: the reads that would wait went to a thread
+
+
+async def test_a_filesystem_without_rwf_nowait_reads_on_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver, data = await _stored(tmp_path, 1024 * 1024 + 3)
+
+    def refuse(*_: object) -> int:
+        raise OSError(errno.EOPNOTSUPP, "not supported")
+
+    monkeypatch.setattr(os, "preadv", refuse)
+    assert b"".join([c async for c in driver.read("blobs/b", 1)]) == data[1:]
+    assert b"".join([c async for c in driver.read("blobs/b")]) == data
+
+
+async def test_chunks_are_never_reused(tmp_path: Path) -> None:
+    driver, data = await _stored(tmp_path, 2 * 1024 * 1024 + 11)
+    chunks = [c async for c in driver.read("blobs/b", 3)]
+    assert len(chunks) > 2
+    assert b"".join(chunks) == data[3:]  # still intact after the whole read
