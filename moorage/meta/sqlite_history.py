@@ -16,7 +16,9 @@ instead of an index, one rowid lookup per event, newest first.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
+from collections import defaultdict
 
 from moorage.meta.base import Actor, TagAction, TagEvent
 
@@ -55,6 +57,13 @@ _TAG_CHAIN = (
     "WITH RECURSIVE chain(id) AS (SELECT ? UNION ALL SELECT e.tag_previous FROM tag_events e "
     "JOIN chain c ON e.id = c.id WHERE e.tag_previous > ? LIMIT ?) "
     f"SELECT {_COLUMNS} FROM chain c JOIN tag_events e ON e.id = c.id"
+)
+# The ids of a tag's changes (refusals aside) above a floor, ascending: from its head down.
+_TAG_CHANGES = (
+    "WITH RECURSIVE chain(id) AS (SELECT ?1 UNION ALL SELECT e.tag_previous FROM tag_events e "
+    "JOIN chain c ON e.id = c.id WHERE e.tag_previous > ?2) "
+    "SELECT c.id FROM chain c JOIN tag_events e ON e.id = c.id "
+    "WHERE e.action != 'refused' ORDER BY c.id"
 )
 _DIGEST_HEADS = (
     "SELECT m.last_event FROM repositories r JOIN manifests m ON m.repo_id = r.id "
@@ -184,24 +193,24 @@ def digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
     """Every change that pointed a tag at ``digest``, in any repository, and each such tag's
     next change (which pointed it away), oldest first."""
     pointed = _events(conn.execute(_DIGEST_CHAINS, (digest,)))
-    found = {e.id: e for e in pointed}
-    oldest: dict[tuple[str, str], int] = {}
+    by_tag: dict[tuple[str, str], list[int]] = defaultdict(list)
     for event in pointed:
-        key = (event.repository, event.tag)
-        oldest[key] = min(oldest.get(key, event.id), event.id)
-    for (repository, tag), floor in oldest.items():
+        by_tag[(event.repository, event.tag)].append(event.id)
+    following: set[int] = set()
+    for (repository, tag), ids in by_tag.items():
         row = conn.execute("SELECT id FROM repositories WHERE name = ?", (repository,)).fetchone()
         head = tag_head(conn, None if row is None else row[0], repository, tag)
-        # The tag's events after its oldest pointing at the digest, newest first.
-        later = [
-            e
-            for e in _events(conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (head, floor, -1)))
-            if e.action != "refused"
-        ]
-        for event in pointed:
-            if (event.repository, event.tag) != (repository, tag):
-                continue
-            after = [e for e in later if e.id > event.id]
-            if after:
-                found.setdefault(after[-1].id, after[-1])
-    return sorted(found.values(), key=lambda e: e.id)
+        # The ids of the tag's changes after its oldest pointing at the digest, ascending.
+        later = [r[0] for r in conn.execute(_TAG_CHANGES, (head, min(ids)))]
+        for event_id in ids:
+            index = bisect.bisect_right(later, event_id)
+            if index < len(later):
+                following.add(later[index])
+    following -= {e.id for e in pointed}
+    if following:
+        marks = ", ".join("?" * len(following))
+        rows = conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM tag_events WHERE id IN ({marks})", [*following]
+        )
+        pointed.extend(_events(rows))
+    return sorted(pointed, key=lambda e: e.id)
