@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -256,3 +257,32 @@ async def test_history_pages_from_any_event_id(meta: MetadataStore) -> None:
     assert page == [e for e in events if e.id < others[1].id][:2]
     assert await meta.tag_history("repo", "t", 0, None) == []
     assert await meta.tag_history("repo", "t", 10, events[-1].id) == []
+
+
+async def test_concurrent_writers_lose_no_history(open_meta: Opener) -> None:
+    """Handles (like replicas or worker processes) moving one tag at once: every change is in
+    its history, newest first, and the digest it ended on is the newest event's."""
+    handles = [open_meta() for _ in range(3)]
+    try:
+        records = [manifest(f"writer-{i}") for i in range(24)]
+        await asyncio.gather(
+            *(
+                handles[i % 3].put_manifest("repo", record, "latest", ACTOR)
+                for i, record in enumerate(records)
+            )
+        )
+        events = await handles[1].tag_history("repo", "latest", None, None)
+        assert sorted(e.new_digest or "" for e in events) == sorted(r.digest for r in records)
+        assert [e.action for e in events].count("created") == 1
+        assert [e.id for e in events] == sorted((e.id for e in events), reverse=True)
+        assert all(
+            newer.old_digest == older.new_digest for newer, older in itertools.pairwise(events)
+        )
+        resolved = await handles[2].resolve_tag("repo", "latest")
+        assert resolved is not None and resolved.digest == events[0].new_digest
+        for record in records:
+            spans = await handles[0].digest_events(record.digest)
+            assert [e.new_digest for e in spans][:1] == [record.digest]
+    finally:
+        for handle in handles:
+            await handle.close()
