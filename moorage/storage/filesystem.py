@@ -155,26 +155,40 @@ class FilesystemDriver:
         cold disk never stalls the event loop. Inline reads skip a thread hand-off per chunk,
         and at 512 KiB the read and the socket write that follows stay in the CPU cache:
         measured on loopback, this serves a cached 1 GiB blob to curl about 40% faster than
-        1 MiB reads on a thread, with less CPU.
+        1 MiB reads on a thread, with less CPU. Once a chunk had to come from the disk, the
+        rest of the range is read ahead on a thread, one chunk in flight while the caller
+        sends the one before, so the disk and the network work at the same time.
         """
         path = self._path(key)
         try:
             fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
+        loop = asyncio.get_running_loop()
+        ahead: asyncio.Future[bytes] | None = None
         try:
             end = os.fstat(fd).st_size if length is None else offset + length
             position = offset
             while position < end:
                 size = min(_READ_CHUNK, end - position)
-                chunk = self._read_cached(fd, size, position)
+                chunk = None if ahead is not None else self._read_cached(fd, size, position)
                 if chunk is None:
-                    chunk = await asyncio.to_thread(os.pread, fd, size, position)
+                    if ahead is None:
+                        ahead = loop.run_in_executor(None, os.pread, fd, size, position)
+                    chunk, ahead = await ahead, None
                     if not chunk:
                         break  # the file is shorter than asked
+                    following = position + len(chunk)
+                    if following < end:
+                        next_size = min(_READ_CHUNK, end - following)
+                        ahead = loop.run_in_executor(None, os.pread, fd, next_size, following)
                 position += len(chunk)
                 yield chunk
         finally:
+            if ahead is not None:
+                # Never close the descriptor under a read still running on a thread.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(ahead)
             os.close(fd)
 
     def _read_cached(self, fd: int, size: int, position: int) -> Chunk | None:
