@@ -78,6 +78,10 @@ class Actor:
     request_id: str
 
 
+#: Who a change is recorded as made by when the registry makes it of its own accord.
+REGISTRY_ACTOR = Actor(None, "registry", "")
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a tag change was refused (an immutable tag)."""
@@ -221,7 +225,19 @@ class MetadataStore(Protocol):
     async def mount_blob(self, repository: str, digest: str, source: str | None) -> int | None:
         """Link a blob held by ``source`` (or by any repository if None); its size or None."""
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool: ...
+    async def unlink_blob(
+        self,
+        repository: str,
+        digest: str,
+        actor: Actor = REGISTRY_ACTOR,
+        guard: TagGuard | None = None,
+    ) -> bool:
+        """Unlink a blob from ``repository``; False if it was not linked.
+
+        The guard is asked for every tag that points at a manifest using the blob, or at an
+        index listing such a manifest; one refusal refuses the unlink (TagRefused), and is
+        recorded in that tag's history as made by ``actor``.
+        """
 
     # -- manifests and tags -------------------------------------------------------------------
     async def put_manifest(

@@ -71,6 +71,7 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from moorage.meta.base import (
+    REGISTRY_ACTOR,
     Actor,
     ManifestNotFound,
     ManifestRecord,
@@ -586,11 +587,51 @@ class PostgresMetadata:
 
         return await self._transaction(tx)
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
-        return await self._change(
-            f"DELETE FROM repository_blobs WHERE digest = $1 AND repo_id = {_REPO_ID.format('$2')}",
-            digest,
-            repository,
+    async def unlink_blob(
+        self,
+        repository: str,
+        digest: str,
+        actor: Actor = REGISTRY_ACTOR,
+        guard: TagGuard | None = None,
+    ) -> bool:
+        if guard is None:
+            return await self._change(
+                "DELETE FROM repository_blobs WHERE digest = $1 "
+                f"AND repo_id = {_REPO_ID.format('$2')}",
+                digest,
+                repository,
+            )
+
+        async def tx(t: _Transaction) -> bool | Refusal:
+            repo_id = await t.repo_id(repository)
+            if repo_id is None or not await t.conn.fetchval(
+                "SELECT true FROM repository_blobs WHERE repo_id = $1 AND digest = $2",
+                repo_id,
+                digest,
+            ):
+                return False
+            # Tags on manifests using the blob, and on indexes listing such manifests.
+            affected = await t.conn.fetch(
+                "WITH users AS (SELECT digest FROM manifest_references WHERE repo_id = $1 "
+                "AND kind = 'blob' AND target = $2) SELECT name, digest FROM tags "
+                "WHERE repo_id = $1 AND (digest IN (SELECT digest FROM users) OR digest IN "
+                "(SELECT r.digest FROM manifest_references r JOIN users u ON r.target = u.digest "
+                "WHERE r.repo_id = $1 AND r.kind = 'manifest')) ORDER BY name",
+                repo_id,
+                digest,
+            )
+            for tag, tagged in affected:
+                refusal = guard(tag, tagged, None)
+                if refusal is not None:
+                    return await t.refused(refusal, actor, time.time())
+            status = await t.conn.execute(
+                "DELETE FROM repository_blobs WHERE repo_id = $1 AND digest = $2", repo_id, digest
+            )
+            return bool(status != "DELETE 0")
+
+        # The whole repository, as for a manifest deletion: no push may add a user meanwhile.
+        return _unless_refused(
+            await self._transaction(tx, exclusive=(self._repo_lock(repository),))
         )
 
     # -- manifests and tags -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from moorage.meta import sqlite_history as history
 from moorage.meta.base import (
+    REGISTRY_ACTOR,
     Actor,
     ManifestNotFound,
     ManifestRecord,
@@ -210,12 +211,45 @@ class SQLiteMetadata:
 
         return await self._write(tx)
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
-        return await self._change(
-            "DELETE FROM repository_blobs WHERE digest = ? AND repo_id = "
-            "(SELECT id FROM repositories WHERE name = ?)",
-            (digest, repository),
-        )
+    async def unlink_blob(
+        self,
+        repository: str,
+        digest: str,
+        actor: Actor = REGISTRY_ACTOR,
+        guard: TagGuard | None = None,
+    ) -> bool:
+        def tx(conn: sqlite3.Connection) -> bool | Refusal:
+            row = conn.execute(
+                "SELECT id FROM repositories WHERE name = ?", (repository,)
+            ).fetchone()
+            if row is None:
+                return False
+            repo_id = row[0]
+            linked = "SELECT 1 FROM repository_blobs WHERE repo_id = ? AND digest = ?"
+            if guard is not None and conn.execute(linked, (repo_id, digest)).fetchone():
+                # Tags on manifests using the blob, and on indexes listing such manifests.
+                affected = conn.execute(
+                    "WITH users AS (SELECT digest FROM manifest_references WHERE repo_id = ?1 "
+                    "AND kind = 'blob' AND target = ?2) SELECT name, digest FROM tags "
+                    "WHERE repo_id = ?1 AND (digest IN users OR digest IN (SELECT digest "
+                    "FROM manifest_references WHERE repo_id = ?1 AND kind = 'manifest' "
+                    "AND target IN users)) ORDER BY name",
+                    (repo_id, digest),
+                ).fetchall()
+                for tag, tagged in affected:
+                    refusal = guard(tag, tagged, None)
+                    if refusal is not None:
+                        self._refused(conn, repo_id, refusal, actor, time.time())
+                        return refusal
+            return (
+                conn.execute(
+                    "DELETE FROM repository_blobs WHERE repo_id = ? AND digest = ?",
+                    (repo_id, digest),
+                ).rowcount
+                > 0
+            )
+
+        return _unless_refused(await self._write(tx))
 
     # -- manifests and tags -------------------------------------------------------------------
     async def put_manifest(

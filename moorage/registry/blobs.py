@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import MetadataStore
+from moorage.meta.base import Actor, MetadataStore, TagGuard
 from moorage.registry.layout import blob_key
 from moorage.storage.base import StorageDriver
 
@@ -37,9 +37,15 @@ class Blobs:
             return None
         return size
 
-    async def delete(self, repository: str, digest: Digest) -> None:
-        """Remove the blob from the repository. Bytes stay until garbage collection."""
-        if not await self.meta.unlink_blob(repository, str(digest)):
+    async def delete(
+        self, repository: str, digest: Digest, actor: Actor, guard: TagGuard | None = None
+    ) -> None:
+        """Remove the blob from the repository. Bytes stay until garbage collection.
+
+        With a guard, refused (TagRefused) while a tag it protects reaches the blob through a
+        manifest: deleting the blob would break that tag's image.
+        """
+        if not await self.meta.unlink_blob(repository, str(digest), actor, guard):
             raise RegistryError(
                 ErrorCode.BLOB_UNKNOWN, f"blob {digest} is not in repository {repository}"
             )

@@ -149,6 +149,14 @@ class Registry:
         self.history = TagHistory(meta, self.policies)
         self.manifests = Manifests(meta, self.policies, max_size=max_manifest_size)
 
+    async def delete_blob(self, repository: str, digest: Digest, actor: Actor) -> None:
+        """Unlink a blob, unless an immutable tag's image uses it (DENIED)."""
+        guard = await self.policies.guard(repository)
+        try:
+            await self.blobs.delete(repository, digest, actor, guard)
+        except TagRefused as exc:
+            raise denied(exc, blob=str(digest)) from None
+
     async def repositories(self, limit: int | None, last: str | None) -> list[str]:
         return await self.meta.list_repositories(limit, last)
 

@@ -26,16 +26,22 @@ from moorage.meta.base import (
 from moorage.policy import Decision, Policy, PolicyError
 
 
-def denied(exc: TagRefused, deleting: str | None = None) -> RegistryError:
+def denied(exc: TagRefused, deleting: str | None = None, blob: str | None = None) -> RegistryError:
     """The OCI error a client sees for a refused tag change.
 
     ``deleting`` is the manifest a DELETE named; when the refused tag points at an index that
-    lists it rather than at it, the message says so.
+    lists it rather than at it, the message says so. ``blob`` is the blob a DELETE named,
+    which the tag's image uses.
     """
     refusal = exc.refusal
     message = refusal.message
-    if deleting is not None and refusal.current_digest != deleting:
-        rule = f"rule {refusal.rule!r}" if refusal.rule else "the default policy"
+    rule = f"rule {refusal.rule!r}" if refusal.rule else "the default policy"
+    if blob is not None:
+        message = (
+            f"blob {blob} cannot be deleted: the image of immutable tag "
+            f"{refusal.repository}:{refusal.tag} ({refusal.current_digest}) uses it ({rule})"
+        )
+    elif deleting is not None and refusal.current_digest != deleting:
         message = (
             f"manifest {deleting} cannot be deleted: it is listed by {refusal.current_digest}, "
             f"which immutable tag {refusal.repository}:{refusal.tag} points at ({rule})"

@@ -34,6 +34,7 @@ from tests.api.helpers import (
     oci_manifest,
     platform,
     push_blob,
+    push_image,
     push_manifest,
 )
 
@@ -580,6 +581,40 @@ async def test_deleting_a_manifest_an_immutable_index_lists_is_denied(env: Regis
     error = await assert_error(resp, 403, "DENIED")
     assert "team/multi:v1.0.0" in error["message"]
     assert await manifest_status(client, "team/multi", child) == 200
+
+
+async def test_deleting_a_blob_an_immutable_tag_uses_is_denied(env: RegistryEnv) -> None:
+    """An immutable tag keeps its image whole: none of its blobs can be unlinked from the
+    repository (base.MetadataStore.unlink_blob), directly or through an index."""
+    client = env.client
+    await install(client)
+    image = await push_image(client, "team/app", "v2.0.0", "blob-frozen")
+    layer = image.layers[0].digest
+
+    resp = await client.delete(f"/v2/team/app/blobs/{layer}", headers={REQUEST_ID: "blob-1"})
+    error = await assert_error(resp, 403, "DENIED")
+    assert f"blob {layer}" in error["message"]
+    assert f"team/app:v2.0.0 ({image.digest})" in error["message"]
+    assert "rule 'versions'" in error["message"]
+    resp = await client.get(f"/v2/team/app/blobs/{layer}")
+    assert resp.status == 200 and await resp.read() == image.layers[0].data
+    events = await history(client, "team/app", "v2.0.0")
+    assert [(e["action"], e["request_id"]) for e in events[:1]] == [("refused", "blob-1")]
+
+    # The config blob too, when the tag is on an index listing the manifest.
+    loose = await push_image(client, "team/idx", "latest", "blob-indexed")
+    listing = oci_index([manifest_descriptor(loose.manifest, platform=platform("amd64"))])
+    await push_manifest(client, "team/idx", "v3.0.0", listing, OCI_INDEX)
+    resp = await client.delete(f"/v2/team/idx/blobs/{loose.config.digest}")
+    error = await assert_error(resp, 403, "DENIED")
+    assert "team/idx:v3.0.0" in error["message"]
+
+    # A mutable tag's image may lose a blob, as in every registry: the caller asked for it.
+    free = await push_image(client, "team/app", "today", "blob-free")
+    resp = await client.delete(f"/v2/team/app/blobs/{free.layers[0].digest}")
+    assert resp.status == 202, await resp.text()
+    resp = await client.get(f"/v2/team/app/blobs/{free.layers[0].digest}")
+    await assert_error(resp, 404, "BLOB_UNKNOWN")
 
 
 # -- history -----------------------------------------------------------------------------------

@@ -286,3 +286,28 @@ async def test_concurrent_writers_lose_no_history(open_meta: Opener) -> None:
     finally:
         for handle in handles:
             await handle.close()
+
+
+async def test_unlinking_a_blob_a_guarded_tag_uses_is_refused(meta: MetadataStore) -> None:
+    layer, spare = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    for blob in (layer, spare):
+        await meta.add_blob("repo", blob, 10)
+    image = manifest("image", Reference("blob", layer))
+    index = manifest("index", Reference("manifest", image.digest))
+    await meta.put_manifest("repo", image, "loose", ACTOR)
+    await meta.put_manifest("repo", index, "v1", ACTOR)
+
+    with pytest.raises(TagRefused) as info:  # through the index v1 points at
+        await meta.unlink_blob("repo", layer, ALICE, freeze("v1"))
+    assert (info.value.refusal.tag, info.value.refusal.current_digest) == ("v1", index.digest)
+    assert await meta.blob_size("repo", layer) == 10
+    latest = (await meta.tag_history("repo", "v1", 1, None))[0]
+    assert (latest.action, latest.user, latest.new_digest) == ("refused", "alice", None)
+    with pytest.raises(TagRefused):  # directly
+        await meta.unlink_blob("repo", layer, ALICE, freeze("loose"))
+
+    assert await meta.unlink_blob("repo", spare, ALICE, freeze("v1", "loose"))  # nobody uses it
+    assert await meta.unlink_blob("repo", layer, ALICE, freeze("other"))
+    assert await meta.blob_size("repo", layer) is None
+    assert await meta.unlink_blob("repo", layer, ALICE, freeze("v1")) is False
+    assert await meta.unlink_blob("nowhere", layer, ALICE, freeze("v1")) is False

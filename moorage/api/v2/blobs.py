@@ -7,7 +7,7 @@ import re
 
 from aiohttp import web
 
-from moorage.api.v2.common import API_HEADERS
+from moorage.api.v2.common import API_HEADERS, actor
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.service import Registry
@@ -80,5 +80,5 @@ async def get_blob(
 async def delete_blob(
     request: web.Request, registry: Registry, name: str, ref: str
 ) -> web.StreamResponse:
-    await registry.blobs.delete(name, Digest.parse(ref))
+    await registry.delete_blob(name, Digest.parse(ref), actor(request))
     return web.Response(status=202, headers={**API_HEADERS, "Content-Length": "0"})
