@@ -1,0 +1,220 @@
+"""The distribution spec's four workflows (push, pull, content discovery, content management)
+through the scale-out front door, where consecutive requests land on different replicas: what
+one replica wrote, the next must read. The official conformance suite checks the same ground
+by hand; these run in CI."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from tests.support.http import Reply, location_path, request, sha256, with_query
+from tests.support.topology import Topology
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+def error_code(reply: Reply) -> str:
+    code: str = reply.json()["errors"][0]["code"]
+    return code
+
+
+def descriptor(data: bytes, media_type: str) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
+
+
+def manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(config, OCI_CONFIG),
+        "layers": [descriptor(layer, OCI_LAYER) for layer in layers],
+        **extra,
+    }
+    return json.dumps(document).encode()
+
+
+def push_blob(front: str, repo: str, data: bytes) -> str:
+    reply = request(front, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}", data, OCTETS)
+    assert reply.status == 201, (reply.status, reply.body)
+    return sha256(data)
+
+
+def push_manifest(front: str, repo: str, reference: str, payload: bytes) -> Reply:
+    reply = request(
+        front, "PUT", f"/v2/{repo}/manifests/{reference}", payload, {"Content-Type": OCI_MANIFEST}
+    )
+    assert reply.status == 201, (reply.status, reply.body)
+    assert reply.header("Docker-Content-Digest") == sha256(payload)
+    return reply
+
+
+def everywhere(topology: Topology) -> list[str]:
+    return [replica.address for replica in topology.replicas]
+
+
+def test_push(topology: Topology, repo: str) -> None:
+    front = topology.front.address
+    # Monolithic: POST, then PUT with the whole body.
+    layer = os.urandom(300_000)
+    reply = request(front, "POST", f"/v2/{repo}/blobs/uploads/")
+    assert reply.status == 202
+    reply = request(
+        front, "PUT", with_query(location_path(reply), digest=sha256(layer)), layer, OCTETS
+    )
+    assert reply.status == 201 and reply.header("Docker-Content-Digest") == sha256(layer)
+
+    # Chunked: each PATCH, the status GET and the closing PUT on whichever replica.
+    chunked = os.urandom(3 * 65536 + 17)
+    location = location_path(request(front, "POST", f"/v2/{repo}/blobs/uploads/"))
+    for start in range(0, len(chunked), 65536):
+        piece = chunked[start : start + 65536]
+        headers = {**OCTETS, "Content-Range": f"{start}-{start + len(piece) - 1}"}
+        reply = request(front, "PATCH", location, piece, headers)
+        assert reply.status == 202, (reply.status, reply.body)
+        location = location_path(reply)
+        status = request(front, "GET", location)
+        assert status.status == 204 and status.header("Range") == f"0-{start + len(piece) - 1}"
+    stale = request(front, "PATCH", location, b"x", {**OCTETS, "Content-Range": "0-0"})
+    assert stale.status == 416  # out of order, wherever it lands
+    reply = request(front, "PUT", with_query(location, digest=sha256(chunked)))
+    assert reply.status == 201, (reply.status, reply.body)
+
+    # Cross-repository mount, with and without ``from``.
+    config = b'{"architecture": "amd64", "os": "linux"}'
+    push_blob(front, repo, config)
+    other = f"{repo}-mounted"
+    reply = request(front, "POST", f"/v2/{other}/blobs/uploads/?mount={sha256(layer)}&from={repo}")
+    assert reply.status == 201 and reply.header("Docker-Content-Digest") == sha256(layer)
+    reply = request(front, "POST", f"/v2/{other}/blobs/uploads/?mount={sha256(chunked)}")
+    assert reply.status == 201
+
+    # A wrong digest stores nothing; a manifest needs its blobs.
+    wrong = request(
+        front, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(b'other')}", b"data", OCTETS
+    )
+    assert wrong.status == 400 and error_code(wrong) == "DIGEST_INVALID"
+    missing = manifest(config, [b"never pushed"])
+    reply = request(
+        front, "PUT", f"/v2/{repo}/manifests/broken", missing, {"Content-Type": OCI_MANIFEST}
+    )
+    assert reply.status == 400 and error_code(reply) == "MANIFEST_BLOB_UNKNOWN"
+
+    payload = manifest(config, [layer, chunked])
+    push_manifest(front, repo, "v1", payload)
+    for address in everywhere(topology):
+        assert request(address, "GET", f"/v2/{repo}/blobs/{sha256(chunked)}").body == chunked
+        reply = request(address, "HEAD", f"/v2/{repo}/manifests/v1")
+        assert reply.status == 200 and reply.header("Docker-Content-Digest") == sha256(payload)
+    reply = request(front, "GET", f"/v2/{repo}/manifests/broken")
+    assert reply.status == 404 and error_code(reply) == "MANIFEST_UNKNOWN"
+
+
+def test_pull(topology: Topology, repo: str) -> None:
+    front = topology.front.address
+    config, layer = b'{"os": "linux"}', os.urandom(100_000)
+    for blob in (config, layer):
+        push_blob(front, repo, blob)
+    payload = manifest(config, [layer])
+    push_manifest(front, repo, "latest", payload)
+
+    by_tag = request(front, "GET", f"/v2/{repo}/manifests/latest", headers={"Accept": OCI_MANIFEST})
+    assert by_tag.status == 200 and by_tag.body == payload
+    assert by_tag.header("Content-Type") == OCI_MANIFEST
+    by_digest = request(front, "GET", f"/v2/{repo}/manifests/{sha256(payload)}")
+    assert by_digest.status == 200 and by_digest.body == payload
+
+    head = request(front, "HEAD", f"/v2/{repo}/blobs/{sha256(layer)}")
+    assert head.status == 200 and head.header("Content-Length") == str(len(layer))
+    assert head.header("Docker-Content-Digest") == sha256(layer)
+    ranged = request(
+        front, "GET", f"/v2/{repo}/blobs/{sha256(layer)}", headers={"Range": "bytes=1000-1999"}
+    )
+    assert ranged.status == 206 and ranged.body == layer[1000:2000]
+    assert ranged.header("Content-Range") == f"bytes 1000-1999/{len(layer)}"
+
+    unknown = request(front, "GET", f"/v2/{repo}/blobs/{sha256(b'nothing')}")
+    assert unknown.status == 404 and error_code(unknown) == "BLOB_UNKNOWN"
+    unknown = request(front, "GET", f"/v2/{repo}/manifests/missing")
+    assert unknown.status == 404 and error_code(unknown) == "MANIFEST_UNKNOWN"
+
+
+def test_content_discovery(topology: Topology, repo: str) -> None:
+    front = topology.front.address
+    config, layer = b'{"os": "linux"}', os.urandom(1000)
+    for blob in (config, layer):
+        push_blob(front, repo, blob)
+    subject = manifest(config, [layer])
+    push_manifest(front, repo, "base", subject)
+    tags = [f"t{i:02d}" for i in range(7)]
+    for tag in tags:
+        push_manifest(front, repo, tag, subject)
+
+    page = request(front, "GET", f"/v2/{repo}/tags/list?n=3")
+    assert page.json()["tags"] == ["base", "t00", "t01"]
+    link = page.header("Link")
+    assert link is not None and "last=t01" in link and 'rel="next"' in link
+    page = request(front, "GET", f"/v2/{repo}/tags/list?n=3&last=t01")
+    assert page.json()["tags"] == ["t02", "t03", "t04"]
+    assert request(front, "GET", f"/v2/{repo}/tags/list").json()["tags"] == ["base", *tags]
+
+    empty = b"{}"
+    push_blob(front, repo, empty)
+    signatures = []
+    for kind in ("application/vnd.example.sbom", "application/vnd.example.signature"):
+        artifact = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": kind,
+                "config": descriptor(empty, "application/vnd.oci.empty.v1+json"),
+                "layers": [descriptor(layer, OCI_LAYER)],
+                "subject": descriptor(subject, OCI_MANIFEST),
+            }
+        ).encode()
+        reply = push_manifest(front, repo, sha256(artifact), artifact)
+        assert reply.header("OCI-Subject") == sha256(subject)
+        signatures.append(sha256(artifact))
+
+    for address in everywhere(topology):
+        found = request(address, "GET", f"/v2/{repo}/referrers/{sha256(subject)}").json()
+        assert sorted(m["digest"] for m in found["manifests"]) == sorted(signatures)
+    filtered = request(
+        front,
+        "GET",
+        f"/v2/{repo}/referrers/{sha256(subject)}?artifactType=application/vnd.example.signature",
+    )
+    assert filtered.header("OCI-Filters-Applied") == "artifactType"
+    assert [m["digest"] for m in filtered.json()["manifests"]] == [signatures[1]]
+
+
+def test_content_management(topology: Topology, repo: str) -> None:
+    front = topology.front.address
+    config, layer = b'{"os": "linux"}', os.urandom(5000)
+    for blob in (config, layer):
+        push_blob(front, repo, blob)
+    first, second = manifest(config, [layer]), manifest(config, [layer], annotations={"n": "2"})
+    push_manifest(front, repo, "one", first)
+    push_manifest(front, repo, "two", second)
+
+    assert request(front, "DELETE", f"/v2/{repo}/manifests/one").status == 202
+    for address in everywhere(topology):
+        assert request(address, "GET", f"/v2/{repo}/manifests/one").status == 404
+        assert request(address, "GET", f"/v2/{repo}/manifests/{sha256(first)}").status == 200
+    assert request(front, "GET", f"/v2/{repo}/tags/list").json()["tags"] == ["two"]
+
+    assert request(front, "DELETE", f"/v2/{repo}/manifests/{sha256(second)}").status == 202
+    for address in everywhere(topology):
+        assert request(address, "GET", f"/v2/{repo}/manifests/two").status == 404
+        assert request(address, "GET", f"/v2/{repo}/manifests/{sha256(second)}").status == 404
+
+    assert request(front, "DELETE", f"/v2/{repo}/blobs/{sha256(layer)}").status == 202
+    for address in everywhere(topology):
+        gone = request(address, "GET", f"/v2/{repo}/blobs/{sha256(layer)}")
+        assert gone.status == 404 and error_code(gone) == "BLOB_UNKNOWN"
+    again = request(front, "DELETE", f"/v2/{repo}/blobs/{sha256(layer)}")
+    assert again.status == 404 and error_code(again) == "BLOB_UNKNOWN"
