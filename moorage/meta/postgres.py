@@ -371,6 +371,17 @@ class _Transaction:
         )
         return refusal
 
+    async def refuse_deletion(
+        self, affected: Sequence[Sequence[str]], guard: TagGuard, actor: Actor, now: float
+    ) -> Refusal | None:
+        """Ask the guard about each (tag, digest it holds) a deletion would break; record and
+        return the first refusal."""
+        for tag, tagged in affected:
+            refusal = guard(tag, tagged, None)
+            if refusal is not None:
+                return await self.refused(refusal, actor, now)
+        return None
+
 
 class PostgresMetadata:
     def __init__(
@@ -620,10 +631,9 @@ class PostgresMetadata:
                 repo_id,
                 digest,
             )
-            for tag, tagged in affected:
-                refusal = guard(tag, tagged, None)
-                if refusal is not None:
-                    return await t.refused(refusal, actor, time.time())
+            refusal = await t.refuse_deletion(affected, guard, actor, time.time())
+            if refusal is not None:
+                return refusal
             status = await t.conn.execute(
                 "DELETE FROM repository_blobs WHERE repo_id = $1 AND digest = $2", repo_id, digest
             )
@@ -741,10 +751,9 @@ class PostgresMetadata:
                 digest,
             )
             if guard is not None:
-                for tag, tagged in affected:
-                    refusal = guard(tag, tagged, None)
-                    if refusal is not None:
-                        return await t.refused(refusal, actor, now)
+                refusal = await t.refuse_deletion(affected, guard, actor, now)
+                if refusal is not None:
+                    return refusal
             exists = await t.conn.fetchval(
                 "SELECT true FROM manifests WHERE repo_id = $1 AND digest = $2", repo_id, digest
             )

@@ -236,11 +236,9 @@ class SQLiteMetadata:
                     "AND target IN users)) ORDER BY name",
                     (repo_id, digest),
                 ).fetchall()
-                for tag, tagged in affected:
-                    refusal = guard(tag, tagged, None)
-                    if refusal is not None:
-                        self._refused(conn, repo_id, refusal, actor, time.time())
-                        return refusal
+                refusal = self._refuse_deletion(conn, repo_id, affected, guard, actor, time.time())
+                if refusal is not None:
+                    return refusal
             return (
                 conn.execute(
                     "DELETE FROM repository_blobs WHERE repo_id = ? AND digest = ?",
@@ -347,6 +345,25 @@ class SQLiteMetadata:
         )
         history.advance_tag_head(conn, repo_id, repository, tag, event)
 
+    @classmethod
+    def _refuse_deletion(
+        cls,
+        conn: sqlite3.Connection,
+        repo_id: int,
+        affected: list[tuple[str, str]],
+        guard: TagGuard,
+        actor: Actor,
+        now: float,
+    ) -> Refusal | None:
+        """Ask the guard about each (tag, digest it holds) a deletion would break; record and
+        return the first refusal."""
+        for tag, tagged in affected:
+            refusal = guard(tag, tagged, None)
+            if refusal is not None:
+                cls._refused(conn, repo_id, refusal, actor, now)
+                return refusal
+        return None
+
     @staticmethod
     def _deleted(
         conn: sqlite3.Connection,
@@ -411,11 +428,9 @@ class SQLiteMetadata:
                 (repo_id, digest, repo_id, digest),
             ).fetchall()
             if guard is not None:
-                for tag, tagged in affected:
-                    refusal = guard(tag, tagged, None)
-                    if refusal is not None:
-                        self._refused(conn, repo_id, refusal, actor, now)
-                        return refusal
+                refusal = self._refuse_deletion(conn, repo_id, affected, guard, actor, now)
+                if refusal is not None:
+                    return refusal
             args = (repo_id, digest)
             if not conn.execute(
                 "SELECT 1 FROM manifests WHERE repo_id = ? AND digest = ?", args
