@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from moorage.times import parse_time
-from tests.support.http import location_path, request, sha256, with_query
+from tests.support.http import push_blob, request, sha256
 from tests.support.server import RunningRegistry, free_port, start_moorage
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -95,15 +95,6 @@ def moorage_json(registry: RunningRegistry | str, *args: str) -> Any:
 
 
 # -- pushing over HTTP ---------------------------------------------------------------------------
-
-
-def push_blob(address: str, repo: str, data: bytes) -> str:
-    reply = request(address, "POST", f"/v2/{repo}/blobs/uploads/")
-    assert reply.status == 202, reply.body
-    digest = sha256(data)
-    reply = request(address, "PUT", with_query(location_path(reply), digest=digest), data)
-    assert reply.status == 201, reply.body
-    return digest
 
 
 def image_manifest(address: str, repo: str, seed: str) -> bytes:

@@ -7,19 +7,11 @@ import json
 import threading
 from pathlib import Path
 
-from tests.support.http import location_path, request, sha256, with_query
+from tests.support.http import push_blob, request, sha256
 from tests.support.server import start_moorage
 
 ALL_IMMUTABLE = {"default": "immutable", "rules": []}
 RACERS = 12
-
-
-def push_blob(address: str, repo: str, data: bytes) -> str:
-    reply = request(address, "POST", f"/v2/{repo}/blobs/uploads/")
-    digest = sha256(data)
-    reply = request(address, "PUT", with_query(location_path(reply), digest=digest), data)
-    assert reply.status == 201, reply.body
-    return digest
 
 
 def manifest(config: str, size: int, index: int) -> bytes:

@@ -55,3 +55,13 @@ def sha256(data: bytes) -> str:
 def with_query(path: str, **params: str) -> str:
     separator = "&" if "?" in path else "?"
     return path + separator + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def push_blob(address: str, repo: str, data: bytes) -> str:
+    """Upload a blob (POST, then PUT with the whole body); its digest."""
+    reply = request(address, "POST", f"/v2/{repo}/blobs/uploads/")
+    assert reply.status == 202, reply.body
+    digest = sha256(data)
+    reply = request(address, "PUT", with_query(location_path(reply), digest=digest), data)
+    assert reply.status == 201, reply.body
+    return digest

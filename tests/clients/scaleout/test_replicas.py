@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tests.clients.test_skopeo import docker_ref
 from tests.support.clients import Clients, RegistryHttp
-from tests.support.http import location_path, request, sha256, with_query
+from tests.support.http import location_path, push_blob, request, sha256, with_query
 from tests.support.images import check_layout_image, new_image, open_layout
 from tests.support.topology import Topology
-from tests.test_immutable_race import manifest, push_blob, race
+from tests.test_immutable_race import manifest, race
 
 MIB = 1024 * 1024
 

@@ -9,13 +9,14 @@ import json
 import os
 from typing import Any
 
-from tests.support.http import Reply, location_path, request, sha256, with_query
+from tests.support.http import Reply, location_path, push_blob, request, sha256, with_query
 from tests.support.topology import Topology
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCTETS = {"Content-Type": "application/octet-stream"}
+CONFIG = b'{"os": "linux"}'
 
 
 def error_code(reply: Reply) -> str:
@@ -38,12 +39,6 @@ def manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
     return json.dumps(document).encode()
 
 
-def push_blob(front: str, repo: str, data: bytes) -> str:
-    reply = request(front, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}", data, OCTETS)
-    assert reply.status == 201, (reply.status, reply.body)
-    return sha256(data)
-
-
 def push_manifest(front: str, repo: str, reference: str, payload: bytes) -> Reply:
     reply = request(
         front, "PUT", f"/v2/{repo}/manifests/{reference}", payload, {"Content-Type": OCI_MANIFEST}
@@ -51,6 +46,16 @@ def push_manifest(front: str, repo: str, reference: str, payload: bytes) -> Repl
     assert reply.status == 201, (reply.status, reply.body)
     assert reply.header("Docker-Content-Digest") == sha256(payload)
     return reply
+
+
+def push_image(front: str, repo: str, tag: str, layer_size: int) -> tuple[bytes, bytes]:
+    """CONFIG, a random layer, and a manifest of them at ``tag``: (the manifest, the layer)."""
+    layer = os.urandom(layer_size)
+    for blob in (CONFIG, layer):
+        push_blob(front, repo, blob)
+    payload = manifest(CONFIG, [layer])
+    push_manifest(front, repo, tag, payload)
+    return payload, layer
 
 
 def everywhere(topology: Topology) -> list[str]:
@@ -85,8 +90,12 @@ def test_push(topology: Topology, repo: str) -> None:
     assert reply.status == 201, (reply.status, reply.body)
 
     # Cross-repository mount, with and without ``from``.
+    # Single request: POST with the digest and the whole body.
     config = b'{"architecture": "amd64", "os": "linux"}'
-    push_blob(front, repo, config)
+    reply = request(
+        front, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(config)}", config, OCTETS
+    )
+    assert reply.status == 201 and reply.header("Docker-Content-Digest") == sha256(config)
     other = f"{repo}-mounted"
     reply = request(front, "POST", f"/v2/{other}/blobs/uploads/?mount={sha256(layer)}&from={repo}")
     assert reply.status == 201 and reply.header("Docker-Content-Digest") == sha256(layer)
@@ -116,11 +125,7 @@ def test_push(topology: Topology, repo: str) -> None:
 
 def test_pull(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    config, layer = b'{"os": "linux"}', os.urandom(100_000)
-    for blob in (config, layer):
-        push_blob(front, repo, blob)
-    payload = manifest(config, [layer])
-    push_manifest(front, repo, "latest", payload)
+    payload, layer = push_image(front, repo, "latest", 100_000)
 
     by_tag = request(front, "GET", f"/v2/{repo}/manifests/latest", headers={"Accept": OCI_MANIFEST})
     assert by_tag.status == 200 and by_tag.body == payload
@@ -145,11 +150,7 @@ def test_pull(topology: Topology, repo: str) -> None:
 
 def test_content_discovery(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    config, layer = b'{"os": "linux"}', os.urandom(1000)
-    for blob in (config, layer):
-        push_blob(front, repo, blob)
-    subject = manifest(config, [layer])
-    push_manifest(front, repo, "base", subject)
+    subject, layer = push_image(front, repo, "base", 1000)
     tags = [f"t{i:02d}" for i in range(7)]
     for tag in tags:
         push_manifest(front, repo, tag, subject)
@@ -194,11 +195,8 @@ def test_content_discovery(topology: Topology, repo: str) -> None:
 
 def test_content_management(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    config, layer = b'{"os": "linux"}', os.urandom(5000)
-    for blob in (config, layer):
-        push_blob(front, repo, blob)
-    first, second = manifest(config, [layer]), manifest(config, [layer], annotations={"n": "2"})
-    push_manifest(front, repo, "one", first)
+    first, layer = push_image(front, repo, "one", 5000)
+    second = manifest(CONFIG, [layer], annotations={"n": "2"})
     push_manifest(front, repo, "two", second)
 
     assert request(front, "DELETE", f"/v2/{repo}/manifests/one").status == 202
