@@ -158,16 +158,18 @@ def tag_events(
     before: int | None,
 ) -> list[TagEvent]:
     """The tag's events, newest first: ``limit`` of them, older than event ``before``."""
-    start = tag_head(conn, repo_id, repository, tag)
     bound = -1 if limit is None else limit
+    cursor = None
     if before is not None:
-        row = conn.execute(
+        cursor = conn.execute(
             "SELECT tag_previous FROM tag_events WHERE id = ? AND repository = ? AND tag = ?",
             (before, repository, tag),
         ).fetchone()
-        if row is not None:
-            start = row[0]  # the usual cursor: the last event of the previous page
-        else:
+    if cursor is not None:
+        start = cursor[0]  # the usual cursor: the last event of the previous page
+    else:
+        start = tag_head(conn, repo_id, repository, tag)
+        if before is not None:  # not one of this tag's events: walk it all, keep the older
             rows = conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (start, 0, -1))
             return [e for e in _events(rows) if e.id < before][: None if limit is None else limit]
     if start is None or limit == 0:
