@@ -22,7 +22,8 @@ registry does when it serves a blob (boto3's parallel ranged download is shown t
 best boto3 can do). Uploads are checked by the object's size (the registry's by the digest),
 downloads by the bytes received. Throughput is MiB/s, median (min-max); the CPU column is %
 of one core for weed / the registry / this process and curl, in the run closest to the
-median; ``x`` is the ratio to boto3 (to its single stream for downloads).
+median; ``x`` is the ratio to boto3 (to its single stream for downloads) from the medians,
+and ``paired`` the median of the ratios within each repeat, where the two ran back to back.
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/s3_clients.py [--size-mib 1024] [--repeat 3]
 """
@@ -432,6 +433,13 @@ class Result:
     def median_rate(self, size: int) -> float:
         return statistics.median(size / MIB / s for s in self.seconds)
 
+    def paired_ratio(self, reference: Result) -> float:
+        """The median of this client's rate over the reference's in the same repeat (the two
+        ran one after the other, so a machine that drifts moves both)."""
+        return statistics.median(
+            theirs / ours for ours, theirs in zip(self.seconds, reference.seconds, strict=False)
+        )
+
     def cpu_cell(self, size: int) -> str:
         rates = [size / MIB / s for s in self.seconds]
         median = statistics.median(rates)
@@ -540,29 +548,34 @@ def print_table(
     print(
         f"\n{size // MIB} MiB object, {setup.part // MIB} MiB parts, {setup.concurrency} in "
         "flight; MiB/s median (min-max); cpu: % of one core for weed/registry/client "
-        "(this process and curl); x: vs boto3 (download: vs its single stream)"
+        "(this process and curl); x: vs boto3 (download: vs its single stream), from the "
+        "medians; paired: median of the ratios within each repeat"
     )
-    reference_up = uploads["boto3"].median_rate(size) if "boto3" in uploads else None
-    reference_down = (
-        downloads[("boto3", "stream")].median_rate(size)
-        if ("boto3", "stream") in downloads
-        else None
-    )
-    header = f"{'':34} {'MiB/s':>16} {'cpu':>11} {'x':>6}"
+    reference_up = uploads.get("boto3")
+    reference_down = downloads.get(("boto3", "stream"))
+
+    def ratios(result: Result, reference: Result | None) -> str:
+        if reference is None:
+            return f"{'':>6} {'':>6}"
+        ratio = result.median_rate(size) / reference.median_rate(size)
+        return f"{ratio:>6.2f} {result.paired_ratio(reference):>6.2f}"
+
+    header = f"{'':34} {'MiB/s':>16} {'cpu':>11} {'x':>6} {'paired':>6}"
     print("upload" + header[6:])
     for name in chosen:
         if name in uploads:
             result = uploads[name]
-            ratio = f"{result.median_rate(size) / reference_up:.2f}" if reference_up else ""
             print(
                 f"{CLIENTS[name].label:34} {result.cell(size):>16} "
-                f"{result.cpu_cell(size):>11} {ratio:>6}"
+                f"{result.cpu_cell(size):>11} {ratios(result, reference_up)}"
             )
     print("download" + header[8:])
     for (name, how), result in downloads.items():
-        ratio = f"{result.median_rate(size) / reference_down:.2f}" if reference_down else ""
         label = f"{CLIENTS[name].label} ({how})"
-        print(f"{label:34} {result.cell(size):>16} {result.cpu_cell(size):>11} {ratio:>6}")
+        print(
+            f"{label:34} {result.cell(size):>16} {result.cpu_cell(size):>11} "
+            f"{ratios(result, reference_down)}"
+        )
     if "registry" in uploads and "distribution" in uploads:
         up = uploads["registry"].median_rate(size) / uploads["distribution"].median_rate(size)
         down = downloads[("registry", "GET")].median_rate(size) / downloads[
