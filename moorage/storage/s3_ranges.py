@@ -137,8 +137,10 @@ class RangeReader:
         sock = await _connect(url.hostname, url.port or 80, deadline, what)
         try:
             async with _deadline(deadline, what):
-                loop = asyncio.get_running_loop()
-                await loop.sock_sendall(sock, request)
+                try:
+                    await asyncio.get_running_loop().sock_sendall(sock, request)
+                except OSError as exc:
+                    raise _Retry(f"{what}: {exc}") from exc
                 status, headers, rest = await _read_head(sock, what)
             if status == 404:
                 raise RangeNotFound(f"{what}: not found")

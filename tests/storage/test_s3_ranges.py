@@ -176,6 +176,12 @@ async def test_transient_failures_are_retried(store: Store) -> None:
     assert len(store.requests) == 3
 
 
+async def test_a_connection_dropped_before_the_answer_is_retried(store: Store) -> None:
+    store.replies += [reply(""), reply(partial(b"xy", 0, 2, 2), b"xy")]
+    assert await body(await store.reader().open("seg", 0, 2)) == b"xy"
+    assert len(store.requests) == 2
+
+
 async def test_persistent_failures_give_up_with_the_code(store: Store) -> None:
     error = b"<Error><Code>InternalError</Code><Message>no</Message></Error>"
     head = f"HTTP/1.1 500 Internal Error\nContent-Length: {len(error)}\n"
