@@ -95,9 +95,22 @@ class Refusal:
     message: str
 
 
-#: Decides, inside the transaction that changes a tag, whether the change may happen:
-#: ``guard(tag, current_digest, new_digest)``; ``new_digest`` is None for a deletion.
-TagGuard = Callable[[str, str | None, str | None], Refusal | None]
+@dataclass(frozen=True, slots=True)
+class TagGuard:
+    """Decides, inside the transaction that changes a tag, whether the change may happen:
+    ``guard(tag, current_digest, new_digest)``; ``new_digest`` is None for a deletion.
+
+    ``policy_version`` is the version of the stored tag policy that ``decide`` enforces. The
+    store reads the version in force in the same transaction, before it asks the guard, and
+    raises ``PolicyChanged`` if it differs: no change is judged by a policy that was replaced
+    while the request was in flight. None ties the guard to no stored policy.
+    """
+
+    decide: Callable[[str, str | None, str | None], Refusal | None]
+    policy_version: int | None = None
+
+    def __call__(self, tag: str, current: str | None, new: str | None) -> Refusal | None:
+        return self.decide(tag, current, new)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +198,15 @@ class TagRefused(MetadataError):
     def __init__(self, refusal: Refusal) -> None:
         self.refusal = refusal
         super().__init__(refusal.message)
+
+
+class PolicyChanged(MetadataError):
+    """The stored tag policy is no longer the one a guard enforces; nothing was changed.
+    Make a guard from the policy in force and try again."""
+
+    def __init__(self, guarded: int, stored: int) -> None:
+        self.stored = stored
+        super().__init__(f"the tag policy is at version {stored}, not {guarded}")
 
 
 class ManifestNotFound(MetadataError):

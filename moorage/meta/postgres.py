@@ -18,7 +18,9 @@ transaction-scoped advisory locks, taken in the statement that opens the transac
 - a manifest deletion takes the repository lock *exclusively*: it must see every tag on the
   manifest and on the indexes listing it, with no push adding one meanwhile. Deletions are
   rare; pushes to different tags of one repository still run in parallel.
-- policy changes take one exclusive lock.
+- policy changes take one exclusive lock, and every change a guard judges takes it *shared*:
+  the guard's policy version is read in the transaction (``PolicyChanged`` if it is not the
+  one stored), and no policy change can commit until the transaction has.
 
 Locks are always taken repository first, then tag, so they cannot deadlock among themselves;
 a deadlock or serialization failure anyway retries the whole transaction (the guard is pure,
@@ -79,6 +81,7 @@ from moorage.meta.base import (
     MissingReferences,
     PinRecord,
     PolicyChange,
+    PolicyChanged,
     PolicyRecord,
     PutResult,
     ReferrerRecord,
@@ -148,7 +151,8 @@ SELECT (SELECT digest FROM tags WHERE repo_id = $1 AND name = $2),
                               WHERE b.repo_id = $1 AND b.digest = r.target)
                  ELSE EXISTS (SELECT 1 FROM manifests m
                               WHERE m.repo_id = $1 AND m.digest = r.target) END
-             ORDER BY r.ord)
+             ORDER BY r.ord),
+       (SELECT version FROM policy WHERE id = 1)
 """
 # put_manifest: the manifest, its references, and (when $13, the action, is not null) the tag
 # and its history row, in one statement.
@@ -268,6 +272,15 @@ def lock_key(*parts: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+#: Taken exclusively by a policy change, shared by a change its guard judges.
+_POLICY_LOCK = lock_key("policy")
+_POLICY_VERSION = "SELECT version FROM policy WHERE id = 1"
+
+
+def _policy_lock(guard: TagGuard | None) -> tuple[int, ...]:
+    return () if guard is None or guard.policy_version is None else (_POLICY_LOCK,)
+
+
 def _rowcount(status: str) -> int:
     """Rows a command changed, from its status ("UPDATE 1", "DELETE 0", "INSERT 0 1")."""
     return int(status.rsplit(" ", 1)[-1])
@@ -286,6 +299,11 @@ def _manifest(row: Sequence[Any]) -> ManifestRecord:
 
 def _upload(row: Sequence[Any]) -> Upload:
     return Upload(*row)
+
+
+def _check_policy(guard: TagGuard, stored: int | None) -> None:
+    if guard.policy_version is not None and (stored or 0) != guard.policy_version:
+        raise PolicyChanged(guard.policy_version, stored or 0)
 
 
 def _unless_refused(result: T | Refusal) -> T:
@@ -370,6 +388,12 @@ class _Transaction:
             refusal.message,
         )
         return refusal
+
+    async def check_policy(self, guard: TagGuard | None) -> None:
+        """PolicyChanged unless ``guard`` enforces the policy stored now (the transaction holds
+        the shared policy lock, so no policy change can commit before it does)."""
+        if guard is not None and guard.policy_version is not None:
+            _check_policy(guard, await self.conn.fetchval(_POLICY_VERSION))
 
     async def refuse_deletion(
         self, affected: Sequence[Sequence[str]], guard: TagGuard, actor: Actor, now: float
@@ -540,9 +564,11 @@ class PostgresMetadata:
     def _repo_lock(self, repository: str) -> int:
         return lock_key("repository", repository)
 
-    def _tag_locks(self, repository: str, tag: str) -> dict[str, Sequence[int]]:
+    def _tag_locks(
+        self, repository: str, tag: str, guard: TagGuard | None
+    ) -> dict[str, Sequence[int]]:
         return {
-            "shared": (lock_key("repository", repository),),
+            "shared": (lock_key("repository", repository), *_policy_lock(guard)),
             "exclusive": (lock_key("tag", repository, tag),),
         }
 
@@ -614,6 +640,7 @@ class PostgresMetadata:
             )
 
         async def tx(t: _Transaction) -> bool | Refusal:
+            await t.check_policy(guard)
             repo_id = await t.repo_id(repository)
             if repo_id is None or not await t.conn.fetchval(
                 "SELECT true FROM repository_blobs WHERE repo_id = $1 AND digest = $2",
@@ -641,7 +668,9 @@ class PostgresMetadata:
 
         # The whole repository, as for a manifest deletion: no push may add a user meanwhile.
         return _unless_refused(
-            await self._transaction(tx, exclusive=(self._repo_lock(repository),))
+            await self._transaction(
+                tx, shared=_policy_lock(guard), exclusive=(self._repo_lock(repository),)
+            )
         )
 
     # -- manifests and tags -------------------------------------------------------------------
@@ -660,7 +689,11 @@ class PostgresMetadata:
             repo_id = await t.ensure_repo(repository)
             current: str | None = None
             if tag is not None or kinds:
-                current, missing = await t.conn.fetchrow(_PUT_CHECK, repo_id, tag, kinds, targets)
+                current, missing, policy = await t.conn.fetchrow(
+                    _PUT_CHECK, repo_id, tag, kinds, targets
+                )
+                if tag is not None and guard is not None:
+                    _check_policy(guard, policy)
                 if missing:
                     raise MissingReferences([manifest.references[i - 1] for i in missing])
             now = time.time()
@@ -697,7 +730,7 @@ class PostgresMetadata:
         locks: dict[str, Sequence[int]] = (
             {"shared": (self._repo_lock(repository),)}
             if tag is None
-            else self._tag_locks(repository, tag)
+            else self._tag_locks(repository, tag, guard)
         )
         return _unless_refused(await self._transaction(tx, **locks))
 
@@ -737,6 +770,7 @@ class PostgresMetadata:
         self, repository: str, digest: str, actor: Actor, guard: TagGuard | None = None
     ) -> bool:
         async def tx(t: _Transaction) -> bool | Refusal:
+            await t.check_policy(guard)
             repo_id = await t.repo_id(repository)
             if repo_id is None:
                 return False
@@ -779,7 +813,9 @@ class PostgresMetadata:
             return True
 
         return _unless_refused(
-            await self._transaction(tx, exclusive=(self._repo_lock(repository),))
+            await self._transaction(
+                tx, shared=_policy_lock(guard), exclusive=(self._repo_lock(repository),)
+            )
         )
 
     async def delete_tag(
@@ -787,15 +823,17 @@ class PostgresMetadata:
     ) -> bool:
         async def tx(t: _Transaction) -> bool | Refusal:
             row = await t.conn.fetchrow(
-                "SELECT repo_id, digest FROM tags "
+                f"SELECT repo_id, digest, ({_POLICY_VERSION}) FROM tags "
                 f"WHERE repo_id = {_REPO_ID.format('$1')} AND name = $2",
                 repository,
                 tag,
             )
             if row is None:
                 return False
-            repo_id, current = row
+            repo_id, current, policy = row
             now = time.time()
+            if guard is not None:
+                _check_policy(guard, policy)
             refusal = None if guard is None else guard(tag, current, None)
             if refusal is not None:
                 return await t.refused(refusal, actor, now)
@@ -812,7 +850,8 @@ class PostgresMetadata:
             )
             return True
 
-        return _unless_refused(await self._transaction(tx, **self._tag_locks(repository, tag)))
+        locks = self._tag_locks(repository, tag, guard)
+        return _unless_refused(await self._transaction(tx, **locks))
 
     async def restore_tag(
         self, repository: str, tag: str, digest: str, actor: Actor, guard: TagGuard | None = None
@@ -820,7 +859,7 @@ class PostgresMetadata:
         async def tx(t: _Transaction) -> tuple[str | None] | Refusal:
             row = await t.conn.fetchrow(
                 "SELECT m.repo_id, (SELECT t.digest FROM tags t WHERE t.repo_id = m.repo_id "
-                "AND t.name = $3) FROM manifests m "
+                f"AND t.name = $3), ({_POLICY_VERSION}) FROM manifests m "
                 f"WHERE m.repo_id = {_REPO_ID.format('$1')} AND m.digest = $2",
                 repository,
                 digest,
@@ -828,8 +867,10 @@ class PostgresMetadata:
             )
             if row is None:
                 raise ManifestNotFound(f"{repository}@{digest}")
-            repo_id, current = row
+            repo_id, current, policy = row
             now = time.time()
+            if guard is not None:
+                _check_policy(guard, policy)
             refusal = None if guard is None else guard(tag, current, digest)
             if refusal is not None:
                 return await t.refused(refusal, actor, now)
@@ -849,7 +890,7 @@ class PostgresMetadata:
                 )
             return (current,)
 
-        result = await self._transaction(tx, **self._tag_locks(repository, tag))
+        result = await self._transaction(tx, **self._tag_locks(repository, tag, guard))
         return _unless_refused(result)[0]
 
     async def repository_exists(self, repository: str) -> bool:
@@ -953,7 +994,7 @@ class PostgresMetadata:
             )
             return version + 1
 
-        return await self._transaction(tx, exclusive=(lock_key("policy"),))
+        return await self._transaction(tx, exclusive=(_POLICY_LOCK,))
 
     async def policy_changes(self, limit: int | None) -> list[PolicyChange]:
         rows = await self._fetch(

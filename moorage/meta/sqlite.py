@@ -27,6 +27,7 @@ from moorage.meta.base import (
     MissingReferences,
     PinRecord,
     PolicyChange,
+    PolicyChanged,
     PolicyRecord,
     PutResult,
     Reference,
@@ -88,6 +89,17 @@ _PIN_FIELDS = (
 _PIN_VALUES = ", ".join("?" * len(_PIN_FIELDS.split(",")))
 
 _UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
+
+
+def _check_policy(conn: sqlite3.Connection, guard: TagGuard | None) -> None:
+    """PolicyChanged unless ``guard`` enforces the policy stored now (read in the write
+    transaction: writers are serialized, so no policy change can come between)."""
+    if guard is None or guard.policy_version is None:
+        return
+    row = conn.execute("SELECT version FROM policy WHERE id = 1").fetchone()
+    stored = 0 if row is None else int(row[0])
+    if stored != guard.policy_version:
+        raise PolicyChanged(guard.policy_version, stored)
 
 
 class SQLiteMetadata:
@@ -219,6 +231,7 @@ class SQLiteMetadata:
         guard: TagGuard | None = None,
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
+            _check_policy(conn, guard)
             row = conn.execute(
                 "SELECT id FROM repositories WHERE name = ?", (repository,)
             ).fetchone()
@@ -259,6 +272,7 @@ class SQLiteMetadata:
         guard: TagGuard | None = None,
     ) -> PutResult:
         def tx(conn: sqlite3.Connection) -> PutResult | Refusal:
+            _check_policy(conn, guard)
             repo_id = self._ensure_repo(conn, repository)
             missing = [r for r in manifest.references if not self._has(conn, repo_id, r)]
             if missing:
@@ -414,6 +428,7 @@ class SQLiteMetadata:
         self, repository: str, digest: str, actor: Actor, guard: TagGuard | None = None
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
+            _check_policy(conn, guard)
             row = conn.execute(
                 "SELECT id FROM repositories WHERE name = ?", (repository,)
             ).fetchone()
@@ -449,6 +464,7 @@ class SQLiteMetadata:
         self, repository: str, tag: str, actor: Actor, guard: TagGuard | None = None
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
+            _check_policy(conn, guard)
             row = conn.execute(
                 "SELECT id FROM repositories WHERE name = ?", (repository,)
             ).fetchone()
@@ -469,6 +485,7 @@ class SQLiteMetadata:
         self, repository: str, tag: str, digest: str, actor: Actor, guard: TagGuard | None = None
     ) -> str | None:
         def tx(conn: sqlite3.Connection) -> tuple[str | None] | Refusal:
+            _check_policy(conn, guard)
             row = conn.execute(
                 "SELECT m.repo_id FROM manifests m JOIN repositories r ON r.id = m.repo_id "
                 "WHERE r.name = ? AND m.digest = ?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from moorage.digest import Digest, is_digest
 from moorage.errors import ErrorCode, RegistryError
@@ -87,9 +88,13 @@ class Manifests:
             tag = validate_tag(reference)
             digest = Digest.of(payload)
         record = parse_manifest(payload, content_type, digest)
-        guard = None if tag is None else await self.policies.guard(repository)
         try:
-            result = await self.meta.put_manifest(repository, record, tag, actor, guard)
+            if tag is None:
+                result = await self.meta.put_manifest(repository, record, None, actor)
+            else:
+                result = await self.policies.guarded(
+                    repository, partial(self.meta.put_manifest, repository, record, tag, actor)
+                )
         except TagRefused as exc:
             raise denied(exc) from None
         except MissingReferences as exc:
@@ -102,14 +107,19 @@ class Manifests:
         return Pushed(record, result.previous_digest)
 
     async def delete(self, repository: str, reference: str, actor: Actor) -> None:
-        guard = await self.policies.guard(repository)
         digest = None
         try:
             if is_digest(reference):
                 digest = str(Digest.parse(reference))
-                deleted = await self.meta.delete_manifest(repository, digest, actor, guard)
+                deleted = await self.policies.guarded(
+                    repository,
+                    partial(self.meta.delete_manifest, repository, digest, actor),
+                )
             elif is_valid_tag(reference):
-                deleted = await self.meta.delete_tag(repository, reference, actor, guard)
+                deleted = await self.policies.guarded(
+                    repository,
+                    partial(self.meta.delete_tag, repository, reference, actor),
+                )
             else:
                 deleted = False
         except TagRefused as exc:
@@ -151,9 +161,10 @@ class Registry:
 
     async def delete_blob(self, repository: str, digest: Digest, actor: Actor) -> None:
         """Unlink a blob, unless an immutable tag's image uses it (DENIED)."""
-        guard = await self.policies.guard(repository)
         try:
-            await self.blobs.delete(repository, digest, actor, guard)
+            await self.policies.guarded(
+                repository, partial(self.blobs.delete, repository, digest, actor)
+            )
         except TagRefused as exc:
             raise denied(exc, blob=str(digest)) from None
 

@@ -3,14 +3,18 @@
 The policy lives in the metadata store (so every worker and replica enforces the same one);
 each process keeps the parsed rules and re-reads them only when the stored version changes.
 The guard runs inside the metadata transaction that changes a tag, so the check and the write
-are one atomic step.
+are one atomic step; the same transaction checks that the guard's policy is still the stored
+one, so a policy change takes effect for every change that commits after it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from moorage.errors import ErrorCode, RegistryError
 from moorage.meta.base import (
@@ -18,12 +22,18 @@ from moorage.meta.base import (
     ManifestNotFound,
     MetadataStore,
     PolicyChange,
+    PolicyChanged,
     Refusal,
     TagEvent,
     TagGuard,
     TagRefused,
 )
 from moorage.policy import Decision, Policy, PolicyError
+
+T = TypeVar("T")
+
+#: Tries of a guarded change; all but the last may find the policy changed since it was read.
+GUARD_ATTEMPTS = 5
 
 
 def denied(exc: TagRefused, deleting: str | None = None, blob: str | None = None) -> RegistryError:
@@ -76,13 +86,14 @@ def _refusal(
     )
 
 
-def make_guard(policy: Policy, repository: str) -> TagGuard:
-    """A guard refusing any change that moves or deletes an immutable tag.
+def make_guard(policy: Policy, repository: str, version: int | None = None) -> TagGuard:
+    """A guard refusing any change that moves or deletes an immutable tag; ``version`` is the
+    stored policy's version, if ``policy`` is that one.
 
     Creating a tag, and re-pushing the digest it already holds, are always allowed.
     """
 
-    def guard(tag: str, current: str | None, new: str | None) -> Refusal | None:
+    def decide(tag: str, current: str | None, new: str | None) -> Refusal | None:
         if current is None or current == new:
             return None
         decision = policy.decide(repository, tag)
@@ -90,7 +101,7 @@ def make_guard(policy: Policy, repository: str) -> TagGuard:
             return None
         return _refusal(repository, tag, decision, current, new)
 
-    return guard
+    return TagGuard(decide, version)
 
 
 @dataclass(frozen=True)
@@ -113,8 +124,21 @@ class TagPolicies:
                 self._state = PolicyState(Policy.from_json(record.document), record.version)
         return self._state
 
-    async def guard(self, repository: str) -> TagGuard:
-        return make_guard((await self.current()).policy, repository)
+    async def guarded(self, repository: str, change: Callable[[TagGuard], Awaitable[T]]) -> T:
+        """Run ``change`` with a guard enforcing the policy in force when it commits.
+
+        The guard comes from the policy this process last read, stamped with its version,
+        without asking the store; the store checks the stamp in the transaction that changes
+        the tag (``PolicyChanged``), and then the change runs again under the new policy.
+        """
+        for _ in range(GUARD_ATTEMPTS - 1):
+            state = self._state
+            try:
+                return await change(make_guard(state.policy, repository, state.version))
+            except PolicyChanged:
+                await self.current()
+        state = await self.current()
+        return await change(make_guard(state.policy, repository, state.version))
 
     async def check(self, repository: str, tag: str) -> Decision:
         return (await self.current()).policy.decide(repository, tag)
@@ -190,9 +214,10 @@ class TagHistory:
         return spans
 
     async def restore(self, repository: str, tag: str, digest: str, actor: Actor) -> str | None:
-        guard = await self.policies.guard(repository)
         try:
-            return await self.meta.restore_tag(repository, tag, digest, actor, guard)
+            return await self.policies.guarded(
+                repository, partial(self.meta.restore_tag, repository, tag, digest, actor)
+            )
         except ManifestNotFound:
             raise RegistryError(
                 ErrorCode.MANIFEST_UNKNOWN, f"{repository} has no manifest {digest}"

@@ -66,7 +66,7 @@ def freeze(repository: str, tag: str) -> TagGuard:
             return Refusal(repository, name, current, new, "frozen", f"{name} is immutable")
         return None
 
-    return guard
+    return TagGuard(guard)
 
 
 # -- migrations ---------------------------------------------------------------------------------

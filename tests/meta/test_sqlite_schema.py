@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage.meta.base import Actor, MetadataStore, Refusal, TagEvent, TagRefused
+from moorage.meta.base import Actor, MetadataStore, Refusal, TagEvent, TagGuard, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata, connect
 from moorage.meta.sqlite_schema import MIGRATIONS
 from tests.meta.test_metadata_contract import ACTOR, manifest
@@ -19,10 +19,13 @@ TAGS = [("a", "t"), ("a", "u"), ("a", "v1"), ("b", "t"), ("a", "never")]
 RECORDS = [manifest(f"m{i}") for i in range(3)]
 
 
-def frozen(tag: str, current: str | None, new: str | None) -> Refusal | None:
+def _frozen(tag: str, current: str | None, new: str | None) -> Refusal | None:
     if tag == "v1" and current is not None and current != new:
         return Refusal("a", tag, current, new, "frozen", "v1 is frozen")
     return None
+
+
+frozen = TagGuard(_frozen)
 
 
 async def write_history(meta: MetadataStore) -> None:

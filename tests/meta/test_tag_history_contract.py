@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
+from functools import partial
 
 import pytest
 
 from moorage.meta.base import (
     Actor,
     ManifestNotFound,
+    ManifestRecord,
     MetadataStore,
+    PolicyChanged,
     Reference,
     Refusal,
     TagGuard,
     TagRefused,
 )
+from moorage.policy import Policy
+from moorage.registry.tags import TagPolicies
 from tests.meta.conftest import Opener
 from tests.meta.test_metadata_contract import ACTOR, manifest
 
@@ -31,7 +37,7 @@ def freeze(*tags: str) -> TagGuard:
             return Refusal("repo", tag, current, new, "frozen", f"{tag} is frozen")
         return None
 
-    return guard
+    return TagGuard(guard)
 
 
 async def test_changes_are_recorded(meta: MetadataStore) -> None:
@@ -311,3 +317,87 @@ async def test_unlinking_a_blob_a_guarded_tag_uses_is_refused(meta: MetadataStor
     assert await meta.blob_size("repo", layer) is None
     assert await meta.unlink_blob("repo", layer, ALICE, freeze("v1")) is False
     assert await meta.unlink_blob("nowhere", layer, ALICE, freeze("v1")) is False
+
+
+def stamped(version: int) -> TagGuard:
+    """A guard that allows every change, enforcing the stored policy of ``version``."""
+    return TagGuard(lambda tag, current, new: None, version)
+
+
+async def tagged(meta: MetadataStore, tag: str) -> str | None:
+    record = await meta.resolve_tag("repo", tag)
+    return None if record is None else record.digest
+
+
+async def test_a_guard_for_a_replaced_policy_changes_nothing(meta: MetadataStore) -> None:
+    layer = "sha256:" + "c" * 64
+    await meta.add_blob("repo", layer, 10)
+    one, two = manifest("one", Reference("blob", layer)), manifest("two")
+    await meta.put_manifest("repo", one, "t", ACTOR)
+    await meta.put_manifest("repo", two, None, ACTOR)
+    assert await meta.set_policy('{"rules": []}', ACTOR, "api", None) == 1
+    before = await meta.tag_history("repo", "t", None, None)
+
+    attempts = [
+        lambda guard: meta.put_manifest("repo", two, "t", ALICE, guard),
+        lambda guard: meta.put_manifest("repo", two, "new", ALICE, guard),
+        lambda guard: meta.restore_tag("repo", "t", two.digest, ALICE, guard),
+        lambda guard: meta.delete_tag("repo", "t", ALICE, guard),
+        lambda guard: meta.delete_manifest("repo", one.digest, ALICE, guard),
+        lambda guard: meta.unlink_blob("repo", layer, ALICE, guard),
+    ]
+    for attempt in attempts:
+        with pytest.raises(PolicyChanged) as info:
+            await attempt(stamped(0))
+        assert info.value.stored == 1
+    assert await tagged(meta, "t") == one.digest
+    assert await meta.resolve_tag("repo", "new") is None
+    assert await meta.blob_size("repo", layer) == 10
+    assert await meta.tag_history("repo", "t", None, None) == before
+
+    # Under the policy in force, the same changes go through.
+    await meta.put_manifest("repo", two, "t", ALICE, stamped(1))
+    assert await tagged(meta, "t") == two.digest
+    assert await meta.delete_tag("repo", "t", ALICE, stamped(1))
+    assert await meta.delete_manifest("repo", one.digest, ALICE, stamped(1))
+    assert await meta.unlink_blob("repo", layer, ALICE, stamped(1))
+
+
+async def test_no_tag_moves_once_a_policy_freezing_it_commits(open_meta: Opener) -> None:
+    """Pushers keep moving a tag, each through a process's cached policy, while another
+    handle freezes the tag: once the policy change has committed, the tag stays where it is."""
+    pusher, admin = open_meta(), open_meta()
+    try:
+        policies = TagPolicies(pusher)
+        one, two = manifest("one"), manifest("two")
+        await pusher.put_manifest("repo", one, "v1", ACTOR)
+        await pusher.put_manifest("repo", two, None, ACTOR)
+        frozen = Policy.from_dict({"rules": [{"tags": "v*", "mode": "immutable"}]})
+        stop = asyncio.Event()
+        pushed = 0
+
+        async def push(records: itertools.cycle[ManifestRecord]) -> None:
+            nonlocal pushed
+            while not stop.is_set():
+                change = partial(pusher.put_manifest, "repo", next(records), "v1", ACTOR)
+                with contextlib.suppress(TagRefused):
+                    await policies.guarded("repo", change)
+                pushed += 1
+
+        pushers = [asyncio.create_task(push(itertools.cycle([two, one]))) for _ in range(4)]
+        while pushed < 20:
+            await asyncio.sleep(0.001)
+        await admin.set_policy(frozen.to_json(), ACTOR, "api", None)
+        held = await admin.resolve_tag("repo", "v1")
+        await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.gather(*pushers)
+        assert held is not None
+        assert await tagged(meta=admin, tag="v1") == held.digest
+        frozen_at = (await admin.policy_changes(1))[0].at
+        events = await admin.tag_history("repo", "v1", None, None)
+        assert [e for e in events if e.action == "moved" and e.at >= frozen_at] == []
+        assert events[0].action == "refused"
+    finally:
+        await pusher.close()
+        await admin.close()

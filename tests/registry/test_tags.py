@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moorage.meta.base import Actor
+from moorage.meta.base import Actor, PutResult, TagGuard, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.policy import Policy
 from moorage.registry.tags import TagHistory, TagPolicies, make_guard
@@ -97,3 +97,33 @@ async def test_tags_for_a_digest_lists_every_span(tmp_path: Path) -> None:
         assert spans[0].until is not None and spans[0].until >= spans[0].since
     finally:
         await meta.close()
+
+
+async def test_a_change_is_judged_by_the_policy_in_force_when_it_commits(
+    two_handles: tuple[SQLiteMetadata, SQLiteMetadata],
+) -> None:
+    """A process whose policy is stale (another froze the tags since it last looked) cannot
+    move a frozen tag: the store finds the guard's policy replaced, and the change runs again
+    under the new one."""
+    meta = two_handles[0]
+    here, there = TagPolicies(meta), TagPolicies(two_handles[1])
+    one, two = manifest("one"), manifest("two")
+    await meta.put_manifest("team/app", one, "v1", ACTOR)
+    assert (await here.current()).version == 0
+    await there.replace(FROZEN, ACTOR, "api")
+
+    versions: list[int | None] = []
+
+    async def move(guard: TagGuard) -> PutResult:
+        versions.append(guard.policy_version)
+        return await meta.put_manifest("team/app", two, "v1", ACTOR, guard)
+
+    with pytest.raises(TagRefused):
+        await here.guarded("team/app", move)
+    assert versions == [0, 1]
+    record = await meta.resolve_tag("team/app", "v1")
+    assert record is not None and record.digest == one.digest
+    # The next change starts from the policy it learnt.
+    with pytest.raises(TagRefused):
+        await here.guarded("team/app", move)
+    assert versions == [0, 1, 1]
