@@ -13,6 +13,8 @@ downloads it again, ``--repeat`` times, alternating which client goes first:
 - the moorage S3 driver: ``open_writer``, 1 MiB writes, ``close``, ``commit``; ``read``;
 - the registry: ``moorage serve`` (2 workers) on the same bucket; a monolithic blob upload
   (POST, then PUT of the whole file) and a blob GET, both by curl, as ``registry.py`` does;
+- the registry with redirects (``storage.s3.redirect``): the same, but the GET answers 307 to
+  a presigned URL of the blob's object, which curl follows (``-L``);
 - CNCF Distribution (Debian's ``docker-registry``) with its S3 driver on the same bucket,
   driven the same way, redirects off so that it serves the bytes itself as moorage does.
 
@@ -303,8 +305,10 @@ def _launch(key: str, argv: list[str], env: dict[str, str], work: Path, port: in
     return server
 
 
-def start_registry(work: Path, weed: SeaweedFS) -> Server:
-    """``moorage serve`` (its default 2 workers) storing blobs in the bucket, under "registry"."""
+def start_registry(work: Path, weed: SeaweedFS, *, redirect: bool = False) -> Server:
+    """``moorage serve`` (its default 2 workers) storing blobs in the bucket, under "registry";
+    with ``redirect``, under "registry-redirect", sending blob GETs to presigned URLs."""
+    key = "registry-redirect" if redirect else "registry"
     port = free_port()
     env = {
         **os.environ,
@@ -314,10 +318,11 @@ def start_registry(work: Path, weed: SeaweedFS) -> Server:
         "MOORAGE_STORAGE_S3_BUCKET": BUCKET,
         "MOORAGE_STORAGE_S3_ACCESS_KEY": ACCESS_KEY,
         "MOORAGE_STORAGE_S3_SECRET_KEY": SECRET_KEY,
-        "MOORAGE_STORAGE_S3_PREFIX": "registry",
+        "MOORAGE_STORAGE_S3_PREFIX": key,
+        "MOORAGE_STORAGE_S3_REDIRECT": "true" if redirect else "false",
     }
     argv = [str(VENV_BIN / "moorage"), "serve", "--listen", f"127.0.0.1:{port}"]
-    return _launch("moorage", [*argv, "--data", str(work / "registry-data")], env, work, port)
+    return _launch(key, [*argv, "--data", str(work / f"{key}-data")], env, work, port)
 
 
 DISTRIBUTION_S3_CONFIG = """\
@@ -372,8 +377,10 @@ def upload_registry(setup: Setup, key: str, registry: str = "registry") -> float
     return monolithic_upload(setup.registries[registry], f"bench/{key}", setup.blob)
 
 
-def download_registry(setup: Setup, key: str, registry: str = "registry") -> tuple[float, int]:
-    seconds = download(setup.registries[registry], f"bench/{key}", setup.blob)
+def download_registry(
+    setup: Setup, key: str, registry: str = "registry", follow: bool = False
+) -> tuple[float, int]:
+    seconds = download(setup.registries[registry], f"bench/{key}", setup.blob, follow=follow)
     return seconds, setup.blob.size  # download() checked the status and the size
 
 
@@ -405,6 +412,12 @@ CLIENTS = {
         "registry on S3 (curl)",
         upload_registry,
         (("GET", download_registry),),
+        plain_objects=False,
+    ),
+    "registry-redirect": Client(
+        "registry on S3, redirects (curl -L)",
+        partial(upload_registry, registry="registry-redirect"),
+        (("GET", partial(download_registry, registry="registry-redirect", follow=True)),),
         plain_objects=False,
     ),
     "distribution": Client(
@@ -492,6 +505,8 @@ def run(args: argparse.Namespace) -> None:
         weed = start_seaweedfs(work / "seaweedfs", buckets=(BUCKET,))
         if "registry" in chosen:
             registries["registry"] = start_registry(work, weed)
+        if "registry-redirect" in chosen:
+            registries["registry-redirect"] = start_registry(work, weed, redirect=True)
         if "distribution" in chosen:
             registries["distribution"] = start_distribution(work, weed, args.distribution)
         setup = Setup(weed, blob, args.part_mib * MIB, args.concurrency, registries)

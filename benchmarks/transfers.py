@@ -141,8 +141,10 @@ def _check_download(server: Server, blob: BlobFile, status: int, received: int) 
         raise BenchmarkError(f"{server.label}: GET blob answered {status} with {received} bytes")
 
 
-def download(server: Server, name: str, blob: BlobFile) -> float:
-    result = curl(["-o", "/dev/null", server.url(f"/v2/{name}/blobs/{blob.digest}")])
+def download(server: Server, name: str, blob: BlobFile, *, follow: bool = False) -> float:
+    """GET the blob by curl (following a redirect to the store with ``follow``)."""
+    redirects = ["-L"] if follow else []
+    result = curl([*redirects, "-o", "/dev/null", server.url(f"/v2/{name}/blobs/{blob.digest}")])
     _check_download(server, blob, result.status, result.downloaded)
     return result.seconds
 
