@@ -35,6 +35,7 @@ def open_storage(settings: Settings) -> StorageDriver:
                 prefix=settings.storage_s3_prefix,
                 download_urls=settings.storage_s3_redirect,
                 public_endpoint=settings.storage_s3_public_endpoint,
+                ca_file=settings.storage_s3_ca_file,
             )
         )
     return FilesystemDriver(settings.data / "storage")

@@ -51,6 +51,9 @@ class Settings:
     storage_s3_redirect_expiry: float = 1200.0
     #: The store's URL as clients reach it, for redirects (default: the endpoint).
     storage_s3_public_endpoint: str | None = None
+    #: PEM file of CA certificates to trust for an https:// endpoint, besides the system's
+    #: (a store behind a private CA).
+    storage_s3_ca_file: Path | None = None
     #: Metadata backend: "sqlite" (``data``/moorage.db, the embedded default) or "postgres".
     metadata_backend: str = "sqlite"
     #: PostgreSQL connection string (``postgresql://user:password@host:port/database``).

