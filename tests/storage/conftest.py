@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,16 +35,21 @@ def s3_config(server: SeaweedFS, **overrides: object) -> S3Config:
     return S3Config(**settings)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "filesystem", "s3"])
+@pytest.fixture(params=["memory", "filesystem", "s3", "s3-https"])
 async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Reopen]:
-    """For each driver, a factory of drivers over one store (memory: the same instance)."""
+    """For each driver, a factory of drivers over one store (memory: the same instance).
+    S3 runs twice: over HTTP (segments read off the socket) and over HTTPS (obstore)."""
     if request.param == "memory":
         memory = MemoryDriver()
         yield lambda: memory
     elif request.param == "filesystem":
         yield lambda: FilesystemDriver(tmp_path / "root")
     else:
-        config = s3_config(request.getfixturevalue("seaweedfs"))
+        server: SeaweedFS = request.getfixturevalue("seaweedfs")
+        config = s3_config(server)
+        if request.param == "s3-https":
+            assert server.https_endpoint is not None
+            config = replace(config, endpoint=server.https_endpoint, ca_file=server.ca_file)
         made: list[S3Driver] = []
 
         def make() -> S3Driver:
