@@ -32,7 +32,7 @@ from moorage.policy import Decision, Policy, PolicyError
 
 T = TypeVar("T")
 
-#: Tries of a guarded change; all but the last may find the policy changed since it was read.
+#: Tries of a guarded change, each of which may find the policy changed since it was read.
 GUARD_ATTEMPTS = 5
 
 
@@ -131,14 +131,17 @@ class TagPolicies:
         without asking the store; the store checks the stamp in the transaction that changes
         the tag (``PolicyChanged``), and then the change runs again under the new policy.
         """
-        for _ in range(GUARD_ATTEMPTS - 1):
-            state = self._state
+        state = self._state
+        for _ in range(GUARD_ATTEMPTS):
             try:
                 return await change(make_guard(state.policy, repository, state.version))
             except PolicyChanged:
-                await self.current()
-        state = await self.current()
-        return await change(make_guard(state.policy, repository, state.version))
+                state = await self.current()
+        raise RegistryError(
+            ErrorCode.UNKNOWN,
+            f"the tag policy changed {GUARD_ATTEMPTS} times while this request ran; try again",
+            status=503,
+        )
 
     async def check(self, repository: str, tag: str) -> Decision:
         return (await self.current()).policy.decide(repository, tag)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from moorage.meta.base import Actor, PutResult, TagGuard, TagRefused
+from moorage.errors import RegistryError
+from moorage.meta.base import Actor, PolicyChanged, PutResult, TagGuard, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.policy import Policy
-from moorage.registry.tags import TagHistory, TagPolicies, make_guard
+from moorage.registry.tags import GUARD_ATTEMPTS, TagHistory, TagPolicies, make_guard
 from tests.meta.test_metadata_contract import ACTOR, manifest
 
 FROZEN = Policy.from_dict(
@@ -127,3 +128,21 @@ async def test_a_change_is_judged_by_the_policy_in_force_when_it_commits(
     with pytest.raises(TagRefused):
         await here.guarded("team/app", move)
     assert versions == [0, 1, 1]
+
+
+async def test_a_policy_that_keeps_changing_fails_the_change_as_unavailable(
+    two_handles: tuple[SQLiteMetadata, SQLiteMetadata],
+) -> None:
+    policies = TagPolicies(two_handles[0])
+    tries = 0
+
+    async def always_stale(guard: TagGuard) -> None:
+        nonlocal tries
+        tries += 1
+        raise PolicyChanged(-1, 0)
+
+    with pytest.raises(RegistryError) as raised:
+        await policies.guarded("team/app", always_stale)
+    assert raised.value.status == 503
+    assert "try again" in str(raised.value)
+    assert tries == GUARD_ATTEMPTS
