@@ -301,8 +301,11 @@ def _upload(row: Sequence[Any]) -> Upload:
     return Upload(*row)
 
 
-def _check_policy(guard: TagGuard, stored: int | None) -> None:
-    if guard.policy_version is not None and (stored or 0) != guard.policy_version:
+def _check_policy(guard: TagGuard | None, stored: int | None) -> None:
+    """PolicyChanged unless ``guard`` (if any) enforces the policy at version ``stored``."""
+    if guard is None or guard.policy_version is None:
+        return
+    if (stored or 0) != guard.policy_version:
         raise PolicyChanged(guard.policy_version, stored or 0)
 
 
@@ -692,7 +695,7 @@ class PostgresMetadata:
                 current, missing, policy = await t.conn.fetchrow(
                     _PUT_CHECK, repo_id, tag, kinds, targets
                 )
-                if tag is not None and guard is not None:
+                if tag is not None:
                     _check_policy(guard, policy)
                 if missing:
                     raise MissingReferences([manifest.references[i - 1] for i in missing])
@@ -832,8 +835,7 @@ class PostgresMetadata:
                 return False
             repo_id, current, policy = row
             now = time.time()
-            if guard is not None:
-                _check_policy(guard, policy)
+            _check_policy(guard, policy)
             refusal = None if guard is None else guard(tag, current, None)
             if refusal is not None:
                 return await t.refused(refusal, actor, now)
@@ -869,8 +871,7 @@ class PostgresMetadata:
                 raise ManifestNotFound(f"{repository}@{digest}")
             repo_id, current, policy = row
             now = time.time()
-            if guard is not None:
-                _check_policy(guard, policy)
+            _check_policy(guard, policy)
             refusal = None if guard is None else guard(tag, current, digest)
             if refusal is not None:
                 return await t.refused(refusal, actor, now)

@@ -91,13 +91,17 @@ _PIN_VALUES = ", ".join("?" * len(_PIN_FIELDS.split(",")))
 _UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
 
 
+def _stored_policy_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT version FROM policy WHERE id = 1").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 def _check_policy(conn: sqlite3.Connection, guard: TagGuard | None) -> None:
     """PolicyChanged unless ``guard`` enforces the policy stored now (read in the write
     transaction: writers are serialized, so no policy change can come between)."""
     if guard is None or guard.policy_version is None:
         return
-    row = conn.execute("SELECT version FROM policy WHERE id = 1").fetchone()
-    stored = 0 if row is None else int(row[0])
+    stored = _stored_policy_version(conn)
     if stored != guard.policy_version:
         raise PolicyChanged(guard.policy_version, stored)
 
@@ -148,19 +152,23 @@ class SQLiteMetadata:
         """Id of an existing repository (read side). Ids never change, so hits are cached."""
         repo_id = self._repo_ids.get(repository)
         if repo_id is None:
-            row = self._reader.execute(
-                "SELECT id FROM repositories WHERE name = ?", (repository,)
-            ).fetchone()
-            if row is None:
+            repo_id = self._existing_repo(self._reader, repository)
+            if repo_id is None:
                 return None
-            repo_id = self._repo_ids[repository] = row[0]
+            self._repo_ids[repository] = repo_id
         return repo_id
 
     @staticmethod
-    def _ensure_repo(conn: sqlite3.Connection, repository: str) -> int:
+    def _existing_repo(conn: sqlite3.Connection, repository: str) -> int | None:
+        """Id of the repository as the transaction sees it, or None."""
         row = conn.execute("SELECT id FROM repositories WHERE name = ?", (repository,)).fetchone()
-        if row is not None:
-            return int(row[0])
+        return None if row is None else int(row[0])
+
+    @classmethod
+    def _ensure_repo(cls, conn: sqlite3.Connection, repository: str) -> int:
+        repo_id = cls._existing_repo(conn, repository)
+        if repo_id is not None:
+            return repo_id
         cur = conn.execute(
             "INSERT INTO repositories (name, created_at) VALUES (?, ?)", (repository, time.time())
         )
@@ -232,12 +240,9 @@ class SQLiteMetadata:
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
             _check_policy(conn, guard)
-            row = conn.execute(
-                "SELECT id FROM repositories WHERE name = ?", (repository,)
-            ).fetchone()
-            if row is None:
+            repo_id = self._existing_repo(conn, repository)
+            if repo_id is None:
                 return False
-            repo_id = row[0]
             linked = "SELECT 1 FROM repository_blobs WHERE repo_id = ? AND digest = ?"
             if guard is not None and conn.execute(linked, (repo_id, digest)).fetchone():
                 # Tags on manifests using the blob, and on indexes listing such manifests.
@@ -429,12 +434,10 @@ class SQLiteMetadata:
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
             _check_policy(conn, guard)
-            row = conn.execute(
-                "SELECT id FROM repositories WHERE name = ?", (repository,)
-            ).fetchone()
-            if row is None:
+            repo_id = self._existing_repo(conn, repository)
+            if repo_id is None:
                 return False
-            repo_id, now = row[0], time.time()
+            now = time.time()
             # Tags on the manifest, and on indexes that list it: deleting it breaks those too.
             affected = conn.execute(
                 "SELECT name, digest FROM tags WHERE repo_id = ? AND (digest = ? OR digest IN "
@@ -465,13 +468,11 @@ class SQLiteMetadata:
     ) -> bool:
         def tx(conn: sqlite3.Connection) -> bool | Refusal:
             _check_policy(conn, guard)
-            row = conn.execute(
-                "SELECT id FROM repositories WHERE name = ?", (repository,)
-            ).fetchone()
-            current = None if row is None else self._tag_digest(conn, row[0], tag)
-            if current is None:
+            repo_id = self._existing_repo(conn, repository)
+            current = None if repo_id is None else self._tag_digest(conn, repo_id, tag)
+            if repo_id is None or current is None:
                 return False
-            repo_id, now = row[0], time.time()
+            now = time.time()
             refusal = None if guard is None else guard(tag, current, None)
             if refusal is not None:
                 self._refused(conn, repo_id, refusal, actor, now)
@@ -567,8 +568,7 @@ class SQLiteMetadata:
         hint = self._policy_hint.read()
         if hint == self._policy_version:
             return hint  # no change since it was read (sqlite_hint)
-        row = self._reader.execute("SELECT version FROM policy WHERE id = 1").fetchone()
-        version = 0 if row is None else int(row[0])
+        version = _stored_policy_version(self._reader)
         if version == hint:
             self._policy_version = version
         return version
