@@ -1,12 +1,13 @@
 """A hint, shared by the processes of one SQLite database, that the stored policy changed.
 
-Every tag write asks for the policy's version, and reading it from the database is a query
-on the event loop. The hint is an 8-byte file next to the database, mapped into each
-process: a policy change writes its new version there inside its transaction, before the
+Each admission review (the validating webhook) and policy request asks for the policy's
+version, and reading it from the database is a query on the event loop; tag writes check it
+inside their transaction instead. The hint is an 8-byte file next to the database, mapped
+into each process: a policy change writes its new version there inside its transaction, before the
 commit. A process trusts the version it cached only while the hint equals it. Any other value
 (a change in flight, one that rolled back, a torn read) sends it to the database, and it
-caches what it read only when the hint agrees. So a committed change is seen by the next tag
-write of every process, and a wrong hint can only cost a query, never hide a change.
+caches what it read only when the hint agrees. So a committed change is seen by the next read
+of every process, and a wrong hint can only cost a query, never hide a change.
 """
 
 from __future__ import annotations
