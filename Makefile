@@ -49,10 +49,12 @@ unit: $(DEV)
 
 ## Side-by-side benchmarks against CNCF Distribution (see benchmarks/README.md).
 bench: $(DEV)
+	scripts/install-clients.sh
 	$(BIN)/python benchmarks/registry.py $(ARGS)
 
 ## Scale-out figures: S3 transfers against boto3 alone, PostgreSQL against SQLite, 1 vs 3 replicas.
 bench-scale-out: $(DEV)
+	scripts/install-clients.sh
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/s3_clients.py $(ARGS)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/scale_out.py $(ARGS)
 

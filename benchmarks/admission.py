@@ -47,7 +47,7 @@ from typing import Any
 
 from checkout import VENV_BIN, describe
 from cpu import CpuMeter, machine_busy_percent, quiesce
-from errors import BenchmarkError, exit_status, tool_output
+from errors import BenchmarkError, check_tools, exit_status, tool_output
 from load import LoadResult, parse_wrk
 from registry_http import push_image
 from report import DISTURBED_PCT, aligned, cpu_split, per_process, print_and_save
@@ -703,10 +703,8 @@ def benchmark(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("wrk", str(args.moorage)):
-        if shutil.which(tool) is None:
-            print(f"error: {tool} not found", file=sys.stderr)
-            return 2
+    if check_tools(("wrk", str(args.moorage))):
+        return 2
     return exit_status(lambda: benchmark(args))
 
 

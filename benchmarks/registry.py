@@ -24,7 +24,7 @@ from typing import Any
 
 from checkout import VENV_BIN, describe
 from cpu import machine_busy_percent
-from errors import BenchmarkError, exit_status
+from errors import BenchmarkError, check_tools, exit_status
 from load import LOAD_METRICS, run_load
 from registry_http import check_blob, check_rejects_wrong_digest, push_image
 from repeats import alternating
@@ -238,10 +238,8 @@ def versions(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("curl", "wrk", "ab", args.distribution, str(args.moorage)):
-        if shutil.which(tool) is None:
-            print(f"error: {tool} not found", file=sys.stderr)
-            return 2
+    if check_tools(("curl", "wrk", "ab", args.distribution, str(args.moorage))):
+        return 2
     return exit_status(lambda: benchmark(args))
 
 

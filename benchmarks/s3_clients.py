@@ -53,7 +53,7 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 from checkout import VENV_BIN
 from cpu import CpuMeter, quiesce
-from errors import BenchmarkError, exit_status
+from errors import BenchmarkError, check_tools, exit_status
 from obstore.store import S3Store
 from repeats import alternating
 from servers import Server, free_port, spawn, wait_ready
@@ -614,6 +614,9 @@ def main() -> int:
         "--clients", nargs="+", default=list(CLIENTS), choices=list(CLIENTS), metavar="CLIENT"
     )
     args = parser.parse_args()
+    tools = ["curl", *([args.distribution] if "distribution" in args.clients else [])]
+    if check_tools(tools):
+        return 2
     return exit_status(lambda: run(args))
 
 

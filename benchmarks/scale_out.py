@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from checkout import VENV_BIN
-from errors import BenchmarkError, exit_status
+from errors import BenchmarkError, check_tools, exit_status
 from load import run_load
 from registry_http import push_image
 from repeats import alternating
@@ -160,6 +160,8 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=4, help="parallel downloads")
     parser.add_argument("--distribution", default="/usr/bin/docker-registry")
     args = parser.parse_args()
+    if check_tools(("curl", "wrk", args.distribution)):
+        return 2
     with tempfile.TemporaryDirectory(prefix="moorage-scale-out-") as tmp:
         return exit_status(lambda: run(args, Path(tmp)))
 

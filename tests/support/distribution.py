@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tests.support.clients import Pki, write_htpasswd
+from tests.support.programs import program
 from tests.support.server import RunningRegistry, free_port, wait_ready
 
 DISTRIBUTION_CONFIG = """\
@@ -49,7 +50,7 @@ def start_distribution(workdir: Path, pki: Pki, users: Mapping[str, str]) -> Run
     log = workdir / "distribution.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            ["/usr/bin/docker-registry", "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
+            [program("docker-registry"), "serve", str(config)], stdout=out, stderr=subprocess.STDOUT
         )
     registry = RunningRegistry(
         "127.0.0.1", port, workdir / "data", process, log, "https", pki.ca_cert

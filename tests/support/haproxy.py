@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -10,6 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.programs import program
 from tests.support.server import stop_process
 
 _CONFIG = """\
@@ -57,13 +57,6 @@ class HAProxy:
         stop_process(self.process)
 
 
-def haproxy_binary() -> str:
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(binary).exists():
-        raise RuntimeError("haproxy is not installed: apt-get install haproxy")
-    return binary
-
-
 def start_haproxy(
     workdir: Path, host: str, port: int, backends: list[str], *, check_interval_ms: int = 300
 ) -> HAProxy:
@@ -76,7 +69,7 @@ def start_haproxy(
     config = workdir / "haproxy.cfg"
     config.write_text(_CONFIG.format(host=host, port=port, servers=servers))
     log = workdir / "haproxy.log"
-    binary = haproxy_binary()
+    binary = program("haproxy")
     check = subprocess.run([binary, "-c", "-q", "-f", str(config)], capture_output=True)
     if check.returncode != 0:
         raise RuntimeError(f"invalid haproxy config:\n{check.stderr.decode(errors='replace')}")
