@@ -162,9 +162,7 @@ DIGEST_INVALID = one(400, "DIGEST_INVALID")
 MANIFEST_INVALID = one(400, "MANIFEST_INVALID")
 UPLOAD_UNKNOWN = one(404, "BLOB_UPLOAD_UNKNOWN")
 PAGINATION = one(400, "PAGINATION_NUMBER_INVALID")
-#: Paths with extra slashes match no endpoint; any of these answers is right.
-NO_ROUTE = ((404, "UNSUPPORTED"), (404, "BLOB_UNKNOWN"), (400, "DIGEST_INVALID"), (404, None))
-UPLOAD_NO_ROUTE = ((404, "UNSUPPORTED"), (404, "BLOB_UPLOAD_UNKNOWN"), (404, None))
+MANIFEST_UNKNOWN = one(404, "MANIFEST_UNKNOWN")
 #: A Content-Range that disagrees with the body: 416 (range) or 400 SIZE_INVALID both fit.
 RANGE_MISMATCH = ((416, "BLOB_UPLOAD_INVALID"), (400, "SIZE_INVALID"))
 
@@ -319,9 +317,14 @@ BAD_NAMES = [
 ]
 
 BAD_DIGESTS = [
-    Bad("traversal", "GET", "/v2/stable/app/blobs/sha256:../../etc/passwd", NO_ROUTE),
-    Bad("encoded-traversal", "GET", "/v2/stable/app/blobs/sha256:..%2F..%2Fetc%2Fpasswd", NO_ROUTE),
-    Bad("encoded-colon", "GET", "/v2/stable/app/blobs/sha256%3A..%2F..%2Fsecret", NO_ROUTE),
+    Bad("traversal", "GET", "/v2/stable/app/blobs/sha256:../../etc/passwd", DIGEST_INVALID),
+    Bad(
+        "encoded-traversal",
+        "GET",
+        "/v2/stable/app/blobs/sha256:..%2F..%2Fetc%2Fpasswd",
+        DIGEST_INVALID,
+    ),
+    Bad("encoded-colon", "GET", "/v2/stable/app/blobs/sha256%3A..%2F..%2Fsecret", DIGEST_INVALID),
     Bad("dotdot", "GET", "/v2/stable/app/blobs/sha256:..", DIGEST_INVALID),
     Bad("dotdot-delete", "DELETE", "/v2/stable/app/blobs/sha256:..", DIGEST_INVALID),
     Bad("short", "GET", "/v2/stable/app/blobs/sha256:abc", DIGEST_INVALID),
@@ -385,7 +388,7 @@ BAD_DIGESTS = [
         "manifest-put-traversal",
         "PUT",
         "/v2/stable/app/manifests/sha256:..%2F..%2Fsecret",
-        NO_ROUTE,
+        DIGEST_INVALID,
         known_manifest,
         OCI,
     ),
@@ -431,12 +434,12 @@ BAD_DIGESTS = [
         DIGEST_INVALID,
     ),
     Bad("referrers-dotdot", "GET", "/v2/stable/app/referrers/sha256:..", DIGEST_INVALID),
-    Bad("referrers-traversal", "GET", "/v2/stable/app/referrers/sha256:../../x", NO_ROUTE),
+    Bad("referrers-traversal", "GET", "/v2/stable/app/referrers/sha256:../../x", DIGEST_INVALID),
 ]
 
 BAD_UPLOAD_IDS = [
-    Bad("encoded-traversal", "GET", "/v2/stable/app/blobs/uploads/..%2F..%2Fx", UPLOAD_NO_ROUTE),
-    Bad("traversal", "PATCH", "/v2/stable/app/blobs/uploads/../../x", UPLOAD_NO_ROUTE, b"data"),
+    Bad("encoded-traversal", "GET", "/v2/stable/app/blobs/uploads/..%2F..%2Fx", UPLOAD_UNKNOWN),
+    Bad("traversal", "PATCH", "/v2/stable/app/blobs/uploads/../../x", UPLOAD_UNKNOWN, b"data"),
     Bad("dotdot-get", "GET", "/v2/stable/app/blobs/uploads/..", UPLOAD_UNKNOWN),
     Bad("dotdot-patch", "PATCH", "/v2/stable/app/blobs/uploads/..", UPLOAD_UNKNOWN, b"data"),
     Bad("dotdot-encoded", "PATCH", "/v2/stable/app/blobs/uploads/%2e%2e", UPLOAD_UNKNOWN, b"data"),
@@ -912,7 +915,7 @@ BAD_MANIFESTS = [
         "tag-encoded-slash",
         "PUT",
         "/v2/stable/app/manifests/v1%2F..%2F..%2Fx",
-        NO_ROUTE,
+        MANIFEST_INVALID,
         known_manifest,
         OCI,
     ),
@@ -975,6 +978,38 @@ BAD_PAGINATION = [
     )
 ]
 
+#: Every endpoint and method with a reference holding "/" (raw or "%2f") or "..": the answer
+#: is the error of the resource the path names, never "no such endpoint".
+SLASHED_REFERENCES = ("sha256:{config_hex}/x", "sha256:{config_hex}%2fx", "../../x", "..%2F..%2Fx")
+RESOURCE_ERRORS: list[tuple[str, str, tuple[tuple[int, str | None], ...]]] = [
+    ("GET", "blobs/{ref}", DIGEST_INVALID),
+    ("HEAD", "blobs/{ref}", one(400, None)),
+    ("DELETE", "blobs/{ref}", DIGEST_INVALID),
+    ("GET", "blobs/uploads/{ref}", UPLOAD_UNKNOWN),
+    ("PATCH", "blobs/uploads/{ref}", UPLOAD_UNKNOWN),
+    ("PUT", "blobs/uploads/{ref}?digest={config}", UPLOAD_UNKNOWN),
+    ("DELETE", "blobs/uploads/{ref}", UPLOAD_UNKNOWN),
+    ("GET", "manifests/{ref}", ((400, "DIGEST_INVALID"), (404, "MANIFEST_UNKNOWN"))),
+    ("HEAD", "manifests/{ref}", ((400, None), (404, None))),
+    ("PUT", "manifests/{ref}", ((400, "DIGEST_INVALID"), (400, "MANIFEST_INVALID"))),
+    ("DELETE", "manifests/{ref}", ((400, "DIGEST_INVALID"), (404, "MANIFEST_UNKNOWN"))),
+    ("GET", "referrers/{ref}", DIGEST_INVALID),
+]
+SLASHED = [
+    Bad(
+        f"slashed-{method.lower()}-{path.split('/')[0]}{'-upload' if 'uploads' in path else ''}"
+        f"-{index}",
+        method,
+        "/v2/stable/app/" + path.replace("{ref}", reference),
+        expect,
+        known_manifest if path.startswith("manifests") and method == "PUT" else b"",
+        OCI if path.startswith("manifests") and method == "PUT" else (),
+    )
+    for method, path, expect in RESOURCE_ERRORS
+    for index, reference in enumerate(SLASHED_REFERENCES)
+]
+
+
 CASES = [
     *(pytest.param(case, id=f"name-{case.id}") for case in BAD_NAMES),
     *(pytest.param(case, id=f"digest-{case.id}") for case in BAD_DIGESTS),
@@ -982,6 +1017,7 @@ CASES = [
     *(pytest.param(case, id=f"manifest-{case.id}") for case in BAD_MANIFESTS),
     *(pytest.param(case, id=f"size-{case.id}") for case in BAD_SIZES),
     *(pytest.param(case, id=f"pagination-{case.id}") for case in BAD_PAGINATION),
+    *(pytest.param(case, id=case.id) for case in SLASHED),
 ]
 
 
