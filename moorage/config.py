@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from moorage.admission.validation import RuleError, parse_rules
 from moorage.policy import Policy, PolicyError
@@ -77,9 +78,13 @@ class Settings:
     mount_automatic: bool = True
     #: Seconds an idle upload session lives.
     uploads_ttl: float = 24 * 3600.0
-    #: Seconds an upload stays locked to a request writing to it; renewed while it writes,
-    #: so this is how long a session stays blocked after its writer's process died.
-    uploads_lease: float = 300.0
+    #: Seconds an upload stays locked to a request writing to it; renewed every third of that
+    #: while it writes. A lease whose process died on this host is taken over at once; one
+    #: held by a replica that died elsewhere, once it runs out.
+    uploads_lease: float = 30.0
+    #: Bytes of an upload between durable checkpoints while a request streams into it (0:
+    #: none, else at least 64 KiB): where the upload resumes if the request never finishes.
+    uploads_checkpoint: int = 64 * 1024 * 1024
     #: Largest manifest accepted, in bytes.
     manifests_max_size: int = 4 * 1024 * 1024
     #: Log every request (off by default: it costs throughput).
@@ -103,8 +108,17 @@ class Settings:
     #: CA bundle for other registries' TLS (default: the system's).
     admission_ca_file: Path | None = None
     #: Read workloads' imagePullSecrets through the Kubernetes API: "auto" (when running in a
-    #: cluster), "on" or "off".
+    #: cluster, or when ``admission_kubernetes_api`` is set), "on" or "off".
     admission_kubernetes: str = "auto"
+    #: The Kubernetes API server's URL (https://HOST:PORT), for webhooks running outside the
+    #: cluster (in a pod, the in-cluster configuration is used when this is not set).
+    admission_kubernetes_api: str | None = None
+    #: With ``admission_kubernetes_api``: a file holding the bearer token to send (re-read
+    #: when it changes), e.g. a ServiceAccount token from ``kubectl create token``.
+    admission_kubernetes_token_file: Path | None = None
+    #: With ``admission_kubernetes_api``: the CA of the API server's certificate (default:
+    #: the system's CAs).
+    admission_kubernetes_ca_file: Path | None = None
     #: Resolve images of other registries at all (off: only this registry's images are pinned).
     admission_remote: bool = True
     #: Tags of other registries that never move, cached for good once resolved
@@ -215,6 +229,34 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _check_kubernetes_api(settings: Settings) -> None:
+    """``admission.kubernetes_api`` is an https URL, given with its token file; the token and
+    CA files are only used with it."""
+    api = settings.admission_kubernetes_api
+    if api is None:
+        for name in ("token_file", "ca_file"):
+            if getattr(settings, f"admission_kubernetes_{name}") is not None:
+                raise ConfigError(
+                    f"admission.kubernetes_{name} is used with admission.kubernetes_api "
+                    "(the Kubernetes API server's https:// URL): set that too"
+                )
+        return
+    try:
+        parts = urlsplit(api)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.query:
+        raise ConfigError(
+            f"admission.kubernetes_api must be the API server's URL, https://HOST:PORT, not {api!r}"
+        )
+    if settings.admission_kubernetes_token_file is None:
+        raise ConfigError(
+            "admission.kubernetes_api needs admission.kubernetes_token_file: a file holding "
+            "the token to send (kubectl create token SERVICEACCOUNT makes one)"
+        )
+
+
 def load_settings(
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
@@ -246,6 +288,10 @@ def load_settings(
         raise ConfigError("tls_cert and tls_key must be given together")
     if settings.workers < 1:
         raise ConfigError("workers must be at least 1")
+    if settings.uploads_checkpoint != 0 and settings.uploads_checkpoint < 64 * 1024:
+        raise ConfigError("uploads.checkpoint must be 0 (none) or at least 65536 bytes")
+    if settings.uploads_lease <= 0:
+        raise ConfigError("uploads.lease must be a positive number of seconds")
     if settings.storage_driver not in ("filesystem", "memory", "s3"):
         raise ConfigError(f"unknown storage driver {settings.storage_driver!r}")
     if settings.storage_driver == "memory" and settings.workers != 1:
@@ -276,6 +322,7 @@ def load_settings(
         raise ConfigError("admission.on_failure must be 'deny' or 'warn'")
     if settings.admission_kubernetes not in ("auto", "on", "off"):
         raise ConfigError("admission.kubernetes must be 'auto', 'on' or 'off'")
+    _check_kubernetes_api(settings)
     if settings.webhook_listen is not None and settings.tls_cert is None:
         raise ConfigError(
             "the admission webhooks are served over HTTPS only: give tls_cert and tls_key "

@@ -232,6 +232,67 @@ def test_manifests_refuse_bad_options(ca_file: Path, tmp_path: Path) -> None:
     assert "invalid choice: 'Maybe'" in result.stderr
 
 
+def test_manifests_with_a_url_for_webhooks_outside_the_cluster(ca_file: Path) -> None:
+    items = manifests(
+        "--ca-file", str(ca_file), "--url", "https://127.0.0.1:8443/", "--namespace", "infra"
+    )["items"]
+    ca_bundle = base64.b64encode(ca_file.read_bytes()).decode()
+    mutating, validating, role, binding = items
+    for config, path in ((mutating, "/mutate"), (validating, "/validate")):
+        (hook,) = config["webhooks"]
+        assert hook["clientConfig"] == {
+            "url": f"https://127.0.0.1:8443{path}",
+            "caBundle": ca_bundle,
+        }
+        assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == [
+            "infra",
+            "kube-system",
+        ]
+    assert role["kind"] == "ClusterRole"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "moorage", "namespace": "infra"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ("--url", "http://127.0.0.1:8443"),
+            "moorage: the webhook URL 'http://127.0.0.1:8443' must start with https:// "
+            "(the API server calls webhooks over HTTPS only)\n",
+        ),
+        (
+            ("--url", "https://127.0.0.1:8443/?x=1"),
+            "moorage: the webhook URL 'https://127.0.0.1:8443/?x=1' must have no query (?...) "
+            "or fragment (#...): the API server refuses them\n",
+        ),
+        (
+            ("--url", "https://127.0.0.1:8443#hooks"),
+            "moorage: the webhook URL 'https://127.0.0.1:8443#hooks' must have no query (?...) "
+            "or fragment (#...): the API server refuses them\n",
+        ),
+        (
+            ("--url", "https://127.0.0.1:8443", "--service", "moorage"),
+            "moorage: --url replaces --service and --port (the API server calls the URL "
+            "directly): give --url, or --service and --port\n",
+        ),
+        (
+            ("--port", "9443", "--url", "https://127.0.0.1:8443"),
+            "moorage: --url replaces --service and --port (the API server calls the URL "
+            "directly): give --url, or --service and --port\n",
+        ),
+    ],
+    ids=["http", "query", "fragment", "with-service", "with-port"],
+)
+def test_manifests_refuse_a_url_the_api_server_would_not_call(
+    ca_file: Path, options: tuple[str, ...], message: str
+) -> None:
+    result = moorage("webhook", "manifests", "--ca-file", str(ca_file), *options, status=2)
+    assert result.stderr == message
+    assert result.stdout == ""
+
+
 # -- serving the webhooks needs TLS ----------------------------------------------------------------
 
 

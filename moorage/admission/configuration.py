@@ -11,6 +11,12 @@ Defaults chosen for safety (``moorage webhook manifests``):
   never block the pods that would repair it.
 - Rules cover Pods (and ``pods/ephemeralcontainers``) and every workload template.
 
+Where the API server reaches the webhooks: a Service in the cluster (``clientConfig.service``,
+the default), or, for webhooks running outside it, a URL (``clientConfig.url``: the base URL
+with ``/mutate`` and ``/validate`` appended). The API server only calls ``https`` URLs, and
+refuses one with user info, a query or a fragment; ``webhook_url`` checks a URL the same way.
+The namespace still names where the webhooks' ServiceAccount lives, and is still excluded.
+
 ``rbac`` gives the webhooks' ServiceAccount what reading pull secrets takes: ``get`` on
 ``secrets`` and ``serviceaccounts``.
 """
@@ -19,7 +25,9 @@ from __future__ import annotations
 
 import base64
 import functools
+from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 FailurePolicy = Literal["Fail", "Ignore"]
 
@@ -48,14 +56,58 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
+DEFAULT_SERVICE = "moorage"
+DEFAULT_PORT = 8443
+
+
+def webhook_url(text: str) -> str:
+    """The base URL of webhooks the API server calls directly, as ``clientConfig.url`` takes
+    it: ``https://HOST[:PORT][/PATH]``, without a trailing ``/``. Raises ``ValueError`` for
+    what the API server would refuse (another scheme, no host, user info, a query, a
+    fragment)."""
+    problem = f"the webhook URL {text!r}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{problem} cannot be read: {exc}") from None
+    if parts.scheme != "https":
+        raise ValueError(
+            f"{problem} must start with https:// (the API server calls webhooks over HTTPS only)"
+        )
+    if not parts.hostname:
+        raise ValueError(f"{problem} names no host: write https://HOST:PORT")
+    if "@" in parts.netloc:
+        raise ValueError(f"{problem} must not carry a user or password")
+    if "?" in text or "#" in text:
+        raise ValueError(
+            f"{problem} must have no query (?...) or fragment (#...): the API server refuses them"
+        )
+    return text.rstrip("/")
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    """Where the API server sends reviews: a Service, or a URL when ``url`` is set."""
+
+    ca_bundle: str
+    namespace: str
+    service: str = DEFAULT_SERVICE
+    port: int = DEFAULT_PORT
+    url: str | None = None
+
+    def client_config(self, path: str) -> dict[str, Any]:
+        if self.url is not None:
+            return {"url": self.url + path, "caBundle": self.ca_bundle}
+        service = {"name": self.service, "namespace": self.namespace, "path": path}
+        return {"service": {**service, "port": self.port}, "caBundle": self.ca_bundle}
+
+
 def _webhook(
     name: str,
     path: str,
     *,
-    service: str,
-    namespace: str,
-    port: int,
-    ca_pem: bytes,
+    endpoint: _Endpoint,
     timeout: int,
     failure_policy: FailurePolicy,
 ) -> dict[str, Any]:
@@ -66,16 +118,13 @@ def _webhook(
         "timeoutSeconds": timeout,
         "failurePolicy": failure_policy,
         "matchPolicy": "Equivalent",
-        "clientConfig": {
-            "service": {"name": service, "namespace": namespace, "path": path, "port": port},
-            "caBundle": base64.b64encode(ca_pem).decode(),
-        },
+        "clientConfig": endpoint.client_config(path),
         "namespaceSelector": {
             "matchExpressions": [
                 {
                     "key": "kubernetes.io/metadata.name",
                     "operator": "NotIn",
-                    "values": sorted({"kube-system", namespace}),
+                    "values": sorted({"kube-system", endpoint.namespace}),
                 }
             ]
         },
@@ -86,22 +135,35 @@ def _webhook(
 def webhook_configurations(
     *,
     ca_pem: bytes,
-    service: str = "moorage",
+    service: str | None = None,
     namespace: str = "moorage",
-    port: int = 8443,
+    port: int | None = None,
+    url: str | None = None,
     timeout: int = 10,
     failure_policy: FailurePolicy = "Fail",
 ) -> list[dict[str, Any]]:
+    """The two configurations. The API server reaches the webhooks through the Service
+    ``service`` (default moorage) in ``namespace`` on ``port`` (default 8443), or, given
+    ``url`` (instead of ``service`` and ``port``), at ``url`` + ``/mutate`` and
+    ``/validate``. ``namespace`` is excluded from both webhooks either way."""
     if not 1 <= timeout <= 30:
         raise ValueError("timeoutSeconds must be between 1 and 30 (a Kubernetes limit)")
+    ca_bundle = base64.b64encode(ca_pem).decode()
+    if url is not None:
+        if service is not None or port is not None:
+            raise ValueError(
+                "a webhook URL replaces the Service: give the URL, or the service and port"
+            )
+        endpoint = _Endpoint(ca_bundle, namespace, url=webhook_url(url))
+    else:
+        endpoint = _Endpoint(
+            ca_bundle,
+            namespace,
+            service=DEFAULT_SERVICE if service is None else service,
+            port=DEFAULT_PORT if port is None else port,
+        )
     hook = functools.partial(
-        _webhook,
-        service=service,
-        namespace=namespace,
-        port=port,
-        ca_pem=ca_pem,
-        timeout=timeout,
-        failure_policy=failure_policy,
+        _webhook, endpoint=endpoint, timeout=timeout, failure_policy=failure_policy
     )
     mutating = hook("pin.images.moorage.dev", "/mutate")
     mutating["reinvocationPolicy"] = "IfNeeded"

@@ -1,9 +1,18 @@
 """A minimal Kubernetes API client: the pull secrets of the workloads being admitted.
 
-In-cluster configuration only (the webhook runs in a pod): the API server from
-``KUBERNETES_SERVICE_HOST``/``_PORT``, the ServiceAccount token and CA from the mounted
-``/var/run/secrets/kubernetes.io/serviceaccount``. The token is re-read whenever its file
-changes (the kubelet rotates projected tokens) and once more after a 401.
+Where the API server is, and how to prove who we are:
+
+- In a pod (``ClusterConfig.in_cluster``): the API server from
+  ``KUBERNETES_SERVICE_HOST``/``_PORT``, the ServiceAccount token and CA from the mounted
+  ``/var/run/secrets/kubernetes.io/serviceaccount``.
+- Anywhere else (``ClusterConfig.explicit``, from the settings ``admission.kubernetes_api``,
+  ``kubernetes_token_file`` and ``kubernetes_ca_file``): the API server's URL, a file holding
+  a bearer token (a ServiceAccount token from ``kubectl create token``, for example), and the
+  CA that signed the API server's certificate (default: the system's CAs). This is for
+  webhooks running outside the cluster they serve.
+
+The token is re-read whenever its file changes (the kubelet rotates projected tokens; a token
+file can be rewritten in place) and once more after a 401.
 
 Which secrets count is what the kubelet would use: the workload's ``imagePullSecrets``, or,
 when it names none, those of its ServiceAccount (``default`` when unnamed), the way the
@@ -59,7 +68,8 @@ class KubernetesError(ResolveError):
 class ClusterConfig:
     server: str
     token_file: Path
-    ca_file: Path
+    #: None: the system's CAs.
+    ca_file: Path | None
 
     @classmethod
     def in_cluster(
@@ -84,6 +94,15 @@ class ClusterConfig:
                 )
         host = f"[{host}]" if ":" in host else host
         return cls(f"https://{host}:{port}", token, ca)
+
+    @classmethod
+    def explicit(cls, server: str, token_file: Path, ca_file: Path | None = None) -> ClusterConfig:
+        """An API server named by URL (``https://HOST:PORT``), reached with the bearer token in
+        ``token_file``, trusting ``ca_file`` (or the system's CAs). The files must exist."""
+        for path, what in ((token_file, "token file"), (ca_file, "CA file")):
+            if path is not None and not path.is_file():
+                raise KubernetesError(f"the Kubernetes API {what} {path} does not exist")
+        return cls(server.rstrip("/"), token_file, ca_file)
 
 
 def in_cluster(
@@ -172,7 +191,14 @@ class KubeClient:
         self.cache_ttl = cache_ttl
         self.timeout = timeout
         self.clock = clock
-        self._ssl = ssl.create_default_context(cafile=str(config.ca_file))
+        try:
+            self._ssl = ssl.create_default_context(
+                cafile=None if config.ca_file is None else str(config.ca_file)
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise KubernetesError(
+                f"cannot load the Kubernetes API's CA file {config.ca_file}: {exc}"
+            ) from None
         self._session: aiohttp.ClientSession | None = None
         self._token_stamp: tuple[int, int, int] | None = None
         self._token = ""
@@ -252,7 +278,7 @@ class KubeClient:
         if status == 404:
             document = None
         elif status != 200 or document is None:
-            raise _error(status, document, resource, namespace, name, self.config.server)
+            raise _error(status, document, resource, namespace, name, self.config)
         if len(self._cache) >= 10_000:
             self._cache.clear()
         self._cache[path] = _Cached(document, self.clock() + self.cache_ttl)
@@ -288,9 +314,7 @@ class KubeClient:
                 self._token = path.read_text().strip()
                 self._token_stamp = stamp
         except OSError as exc:
-            raise KubernetesError(
-                f"cannot read the ServiceAccount token {path}: {exc.strerror}"
-            ) from None
+            raise KubernetesError(f"cannot read the token file {path}: {exc.strerror}") from None
         return self._token
 
 
@@ -300,7 +324,7 @@ def _error(
     resource: str,
     namespace: str,
     name: str,
-    server: str,
+    config: ClusterConfig,
 ) -> KubernetesError:
     message = document.get("message") if document is not None else None
     detail = message if isinstance(message, str) and message else f"HTTP {status}"
@@ -310,9 +334,10 @@ def _error(
         )
     if status == 401:
         return KubernetesError(
-            f"the Kubernetes API refused the webhook's ServiceAccount token ({detail})"
+            f"the Kubernetes API at {config.server} refused the webhook's ServiceAccount token "
+            f"from {config.token_file} ({detail}): is it expired, revoked, or another cluster's?"
         )
     return KubernetesError(
-        f"the Kubernetes API at {server} answered {status} for {resource} "
+        f"the Kubernetes API at {config.server} answered {status} for {resource} "
         f"{namespace}/{name}: {detail}"
     )

@@ -9,6 +9,10 @@ Pure: resolving a tag to a digest happens elsewhere (``resolver``). Rules:
   webhook on its own output produces no patch.
 - A pinned image keeps what the user wrote and gains ``@<digest>``: ``app:today`` becomes
   ``app:today@sha256:...``, which Kubernetes and every runtime pull by digest.
+- An image written without a tag means ``latest``, and its pinned form says so: ``app``
+  becomes ``app:latest@sha256:...``, not ``app@sha256:...``. The validating webhook runs on
+  the pinned object and judges the tag it reads there (``refuse_latest``,
+  ``refuse_mutable_tags``), so the implicit ``latest`` must stay visible.
 """
 
 from __future__ import annotations
@@ -55,7 +59,17 @@ def candidates(request: AdmissionRequest) -> list[Candidate]:
     return found
 
 
-def pinned_image(image: str, digest: str) -> str:
+def written_tag(image: str) -> str | None:
+    """The tag as written in ``image`` (``host:5000/app`` has none), or None."""
+    name = image.partition("@")[0]
+    colon = name.rfind(":")
+    return name[colon + 1 :] if colon > name.rfind("/") else None
+
+
+def pinned_image(image: str, digest: str, default_tag: str = "latest") -> str:
+    """``image`` as written, with the tag it means spelled out, and ``@digest``."""
+    if written_tag(image) is None:
+        image = f"{image}:{default_tag}"
     return f"{image}@{digest}"
 
 

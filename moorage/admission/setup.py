@@ -46,16 +46,32 @@ class Admission:
             await close()
 
 
+def cluster_config(settings: Settings) -> ClusterConfig | None:
+    """Where to read pull secrets: the API server ``admission.kubernetes_api`` names, or the
+    in-cluster one (when running in a pod, or required by ``kubernetes = "on"``); None when
+    the Kubernetes API is not used. Raises ``KubernetesError`` when it cannot be."""
+    if settings.admission_kubernetes == "off":
+        return None
+    if settings.admission_kubernetes_api is not None:
+        assert settings.admission_kubernetes_token_file is not None  # load_settings checks it
+        return ClusterConfig.explicit(
+            settings.admission_kubernetes_api,
+            settings.admission_kubernetes_token_file,
+            settings.admission_kubernetes_ca_file,
+        )
+    if settings.admission_kubernetes == "on" or in_cluster():
+        return ClusterConfig.in_cluster()
+    return None
+
+
 def _remote(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> RemoteResolver:
     credentials: Callable[[], Credentials] | None = None
     if settings.admission_docker_config is not None:
         credentials = DockerConfigFile(settings.admission_docker_config)
-    kubernetes = settings.admission_kubernetes == "on" or (
-        settings.admission_kubernetes == "auto" and in_cluster()
-    )
+    config = cluster_config(settings)
     secrets_for = None
-    if kubernetes:
-        kube = KubeClient(ClusterConfig.in_cluster())
+    if config is not None:
+        kube = KubeClient(config)
         closers.append(kube.close)
         secrets_for = kube.pull_secret_credentials
     remote = RemoteResolver(

@@ -9,8 +9,8 @@ sends the response. A rule document (TOML ``[[admission.validation.rules]]``, or
     allowed_sources = ["registry.internal:5000", "docker.io/library/*"]
     denied_sources = ["docker.io/library/ubuntu"]
     require_digest = false                   # the image must name a digest (@sha256:...)
-    refuse_mutable_tags = true               # a tag-only image needs a tag the policy fixes
-    refuse_latest = true                     # no "latest", explicit or implicit, unless pinned
+    refuse_mutable_tags = true               # a tag must be one the tag policy fixes
+    refuse_latest = true                     # no "latest", explicit or implicit
     action = "deny"                          # or "warn": admit, with a warning per problem
     description = "..."
 
@@ -30,21 +30,24 @@ host in lowercase), and a port is part of the host. Patterns and images are norm
 refused as ambiguous (write ``docker.io/library/*`` for official images, or ``docker.io`` for
 all of Docker Hub). Sources name repositories, never tags or digests.
 
-Checks on tags and digests:
+Checks on tags and digests. The tag is judged as written, also next to a digest: the pinning
+webhook runs first (mutating webhooks run before validating ones) and adds a digest to every
+image it resolves, so a check that let any image with a digest pass would pass everything
+pinning handles. ``app:latest@sha256:...`` still says "latest", and a team that refuses
+``latest`` in production means that one too. Pinning keeps an implicit ``latest`` visible for
+this (``app`` becomes ``app:latest@sha256:...``). An image written with a digest and no tag
+(``app@sha256:...``) names no tag, and passes both tag checks.
 
-- ``require_digest``: the image must carry ``@sha256:...``.
-- ``refuse_latest``: refuses ``nginx:latest`` and the implicit ``nginx``, *unless the image names
-  a digest*: with a digest the bytes are fixed and the tag is only a label. This is the choice
-  that stays consistent behind the pinning webhook, which runs first (mutating webhooks run
-  before validating ones): it turns ``nginx`` into ``nginx@sha256:...`` (no tag left to see)
-  and ``nginx:latest`` into ``nginx:latest@sha256:...``; refusing the second but not the first
-  would punish only people who wrote the tag out. So where pinning works, this check only
-  refuses images pinning left unpinned (``on_failure = "warn"``, or namespaces pinning skips);
-  use ``require_digest`` to refuse those whatever their tag.
-- ``refuse_mutable_tags``: a tag-only image is refused unless ``tag_mode(reference)`` says the
-  tag is immutable. ``tag_mode`` returns a tag-policy ``Decision``, or None when no policy
-  governs that image (another registry's tags can move whatever our policy says): None is
-  refused too. Images with a digest pass. ``local_tag_mode`` builds the usual one.
+- ``require_digest``: the image must carry ``@sha256:...`` (behind pinning, every image it
+  resolves does; this refuses what it leaves unpinned: ``on_failure = "warn"``, namespaces it
+  skips).
+- ``refuse_latest``: refuses the tag ``latest``, written out (``nginx:latest``, also
+  ``nginx:latest@sha256:...``) or implicit (``nginx``).
+- ``refuse_mutable_tags``: an image with a tag is refused unless ``tag_mode(reference)`` says
+  the tag is immutable, whether or not it also names a digest. ``tag_mode`` returns a
+  tag-policy ``Decision``, or None when no policy governs that image (another registry's tags
+  can move whatever our policy says): None is refused too. ``local_tag_mode`` builds the
+  usual one.
 
 One reason per rule and image: a missing digest (``require_digest``) covers ``latest`` and
 mutable tags, and ``latest`` covers a mutable tag, so ``tag_mode`` is asked only when needed
@@ -68,7 +71,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from moorage.admission.pinning import OPERATIONS
+from moorage.admission.pinning import OPERATIONS, written_tag
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
 from moorage.admission.workloads import CONTAINER_KINDS, ContainerKind, ImageSite, image_sites
 from moorage.policy import Decision, Pattern, Policy, PolicyError, pattern_texts
@@ -77,7 +80,7 @@ from moorage.reference import DOCKER_HUB, ImageReference, ReferenceError, parse_
 Action = Literal["deny", "warn"]
 ACTIONS: tuple[Action, ...] = ("deny", "warn")
 
-#: Whether a tag-only image's tag is immutable: a tag-policy decision, or None when no policy
+#: Whether an image's tag is immutable: a tag-policy decision, or None when no policy
 #: governs the image (then its tag counts as mutable).
 TagMode = Callable[[ImageReference], Decision | None]
 
@@ -262,27 +265,28 @@ class ValidationRule:
             problems.append(
                 f"does not come from an allowed source{shown} ({_texts(self.allowed_sources)})"
             )
-        if reference.digest is not None:
-            return problems
-        if self.require_digest:
+        if self.require_digest and reference.digest is None:
             problems.append("does not name a digest (write it as image@sha256:...)")
+        elif reference.tag is None:
+            pass  # a digest and no tag: nothing to judge a tag by
         elif self.refuse_latest and reference.tag == "latest":
             problems.append(
                 'uses the tag "latest"'
-                + ("" if written is None or written.endswith(":latest") else " (no tag means it)")
-                + ": name a version or a digest"
+                + ("" if written is None or written_tag(written) else " (no tag means it)")
+                + ": name a version, or a digest without a tag (image@sha256:...)"
             )
         elif self.refuse_mutable_tags:
             decision = tag_mode(reference)
             if decision is None:
                 problems.append(
                     f'uses the tag "{reference.tag}", which no tag policy known to moorage makes '
-                    "immutable: name a digest"
+                    "immutable: name a digest without a tag (image@sha256:...)"
                 )
             elif not decision.immutable:
                 problems.append(
                     f'uses the tag "{reference.tag}", which is mutable (tag policy: '
-                    f"{decision.reason}): use an immutable tag or name a digest"
+                    f"{decision.reason}): use an immutable tag, or a digest without a tag "
+                    "(image@sha256:...)"
                 )
         return problems
 

@@ -38,9 +38,20 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser, serve_options: A
         "manifests", help="print the Mutating/ValidatingWebhookConfiguration (JSON, for kubectl)"
     )
     manifests.add_argument("--ca-file", type=Path, default=Path("certs/ca.crt"))
-    manifests.add_argument("--service", default="moorage")
-    manifests.add_argument("--namespace", default="moorage")
-    manifests.add_argument("--port", type=int, default=8443)
+    manifests.add_argument(
+        "--service", help="the Service the API server calls the webhooks through (moorage)"
+    )
+    manifests.add_argument("--port", type=int, help="the Service's port (8443)")
+    manifests.add_argument(
+        "--url",
+        help="https://HOST:PORT of webhooks running outside the cluster, called directly "
+        "(/mutate and /validate are appended); instead of --service and --port",
+    )
+    manifests.add_argument(
+        "--namespace",
+        default="moorage",
+        help="the webhooks' namespace: their ServiceAccount's, and left out of admission (moorage)",
+    )
     manifests.add_argument(
         "--service-account", default="moorage", help="the webhooks' ServiceAccount (moorage)"
     )
@@ -73,11 +84,17 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _manifests(args: argparse.Namespace) -> int:
+    if args.url is not None and (args.service is not None or args.port is not None):
+        raise ValueError(
+            "--url replaces --service and --port (the API server calls the URL directly): "
+            "give --url, or --service and --port"
+        )
     documents = webhook_configurations(
         ca_pem=args.ca_file.read_bytes(),
         service=args.service,
         namespace=args.namespace,
         port=args.port,
+        url=args.url,
         timeout=args.timeout,
         failure_policy=args.failure_policy,
     ) + rbac(service_account=args.service_account, namespace=args.namespace)

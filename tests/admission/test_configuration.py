@@ -1,12 +1,14 @@
-"""moorage.admission.configuration: the webhook configurations and their safe defaults."""
+"""moorage.admission.configuration: the webhook configurations, their safe defaults, and how
+the API server reaches the webhooks (a Service, or a URL)."""
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
-from moorage.admission.configuration import rbac, webhook_configurations
+from moorage.admission.configuration import rbac, webhook_configurations, webhook_url
 
 
 def test_safe_defaults() -> None:
@@ -66,3 +68,88 @@ def test_rbac_grants_reading_pull_secrets_only() -> None:
     ]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hook", "namespace": "infra"}]
+
+
+# -- webhooks outside the cluster: clientConfig.url ---------------------------------------------
+
+
+def test_a_url_replaces_the_service() -> None:
+    mutating, validating = webhook_configurations(
+        ca_pem=b"PEM", namespace="infra", url="https://127.0.0.1:8443"
+    )
+    pin, verify = mutating["webhooks"][0], validating["webhooks"][0]
+    assert pin["clientConfig"] == {
+        "url": "https://127.0.0.1:8443/mutate",
+        "caBundle": base64.b64encode(b"PEM").decode(),
+    }
+    assert verify["clientConfig"]["url"] == "https://127.0.0.1:8443/validate"
+    # Everything else is as with a Service, the namespace still left out.
+    by_service = webhook_configurations(ca_pem=b"PEM", namespace="infra")
+    for made, usual in zip((pin, verify), (c["webhooks"][0] for c in by_service), strict=True):
+        assert {k: v for k, v in made.items() if k != "clientConfig"} == {
+            k: v for k, v in usual.items() if k != "clientConfig"
+        }
+        assert made["namespaceSelector"]["matchExpressions"][0]["values"] == [
+            "infra",
+            "kube-system",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("url", "mutate"),
+    [
+        ("https://127.0.0.1:8443", "https://127.0.0.1:8443/mutate"),
+        ("https://127.0.0.1:8443/", "https://127.0.0.1:8443/mutate"),
+        ("https://hooks.example.com", "https://hooks.example.com/mutate"),
+        (
+            "https://hooks.example.com:9443/moorage/",
+            "https://hooks.example.com:9443/moorage/mutate",
+        ),
+        ("https://[::1]:8443", "https://[::1]:8443/mutate"),
+    ],
+)
+def test_url_paths_are_appended(url: str, mutate: str) -> None:
+    (mutating, _) = webhook_configurations(ca_pem=b"x", url=url)
+    assert mutating["webhooks"][0]["clientConfig"]["url"] == mutate
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:8443", "must start with https://"),
+        ("127.0.0.1:8443", "must start with https://"),
+        ("https://", "names no host"),
+        ("https://:8443/x", "names no host"),
+        ("https://127.0.0.1:8443/?debug=1", "must have no query (?...) or fragment (#...)"),
+        ("https://127.0.0.1:8443?", "must have no query"),
+        ("https://127.0.0.1:8443#top", "or fragment"),
+        ("https://admin:secret@127.0.0.1:8443", "must not carry a user or password"),
+        ("https://token@127.0.0.1:8443", "must not carry a user or password"),
+        ("https://127.0.0.1:https", "cannot be read"),
+    ],
+)
+def test_urls_the_api_server_would_refuse(url: str, problem: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        webhook_configurations(ca_pem=b"x", url=url)
+    assert str(caught.value).startswith(f"the webhook URL {url!r} ")
+    assert problem in str(caught.value)
+    with pytest.raises(ValueError):
+        webhook_url(url)
+
+
+@pytest.mark.parametrize(
+    "service", [{"service": "hooks"}, {"port": 443}, {"service": "m", "port": 1}]
+)
+def test_a_url_and_a_service_are_exclusive(service: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="a webhook URL replaces the Service"):
+        webhook_configurations(ca_pem=b"x", url="https://127.0.0.1:8443", **service)
+
+
+def test_a_service_and_port_of_ones_own() -> None:
+    (mutating, _) = webhook_configurations(ca_pem=b"x", service="hooks", port=443)
+    assert mutating["webhooks"][0]["clientConfig"]["service"] == {
+        "name": "hooks",
+        "namespace": "moorage",
+        "path": "/mutate",
+        "port": 443,
+    }

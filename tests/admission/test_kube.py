@@ -1,15 +1,26 @@
-"""moorage.admission.kube: reading pull secrets through the Kubernetes API.
+"""moorage.admission.kube: what only a stand-in API server can show, and the configuration.
 
-The API server is an aiohttp server over HTTPS (a CA made by the openssl CLI) that answers
-with responses recorded from a real API server (``recorded/``: Secrets, ServiceAccounts and
-``Status`` objects) and checks the ServiceAccount token it is sent.
+The client's main test runs against a real kube-apiserver (``test_kube_apiserver.py``: secrets
+and ServiceAccounts of every shape, 404s, RBAC's 403s, a token it refuses, a token file
+rewritten, a CA that does not match). Here the API server is an aiohttp server over HTTPS (a CA
+made by the openssl CLI) answering with responses recorded from a real one (``recorded/``), for
+what a real one cannot be made to show:
+
+- how many requests the client sends, and with which headers: concurrent resolutions share
+  one request per object, and answers (found or not) are cached for their TTL;
+- an API server that answers slowly: a caller that gives up leaves the answer for the next;
+- a token file replaced by one of the same size and modification time while the API server
+  stops taking the old token: only the 401 makes the client read the file again.
+
+Then what needs no server at all: an address where nothing answers, the configuration
+(in-cluster, or an API server named in the settings) and the types of secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import logging
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +41,10 @@ from moorage.admission.kube import (
     in_cluster,
 )
 from moorage.admission.resolver import ResolveContext
+from moorage.admission.setup import cluster_config
+from moorage.config import ConfigError, Settings, load_settings
 from tests.support.clients import Pki, make_pki
+from tests.support.server import free_port
 
 RECORDED = Path(__file__).parent / "recorded"
 NS = "/api/v1/namespaces"
@@ -38,14 +52,7 @@ ROUTES = {
     f"{NS}/team-a/secrets/regcred": "secret-team-a-regcred.json",
     f"{NS}/team-a/secrets/legacy": "secret-team-a-legacy.json",
     f"{NS}/team-a/secrets/hub": "secret-team-a-hub.json",
-    f"{NS}/team-a/secrets/app-settings": "secret-team-a-app-settings.json",
-    f"{NS}/team-a/secrets/broken": "secret-team-a-broken.json",
     f"{NS}/team-a/secrets/missing": "status-404-secret-missing.json",
-    f"{NS}/team-a/serviceaccounts/default": "serviceaccount-team-a-default.json",
-    f"{NS}/team-a/serviceaccounts/builder": "serviceaccount-team-a-builder.json",
-    f"{NS}/team-a/serviceaccounts/ghost": "status-404-serviceaccount-ghost.json",
-    f"{NS}/locked/secrets/regcred": "status-403-secret-locked.json",
-    f"{NS}/locked/serviceaccounts/default": "status-403-serviceaccount-locked.json",
 }
 
 AiohttpServer = Callable[..., Any]
@@ -77,10 +84,6 @@ class FakeApiServer:
         document = recorded(name)
         status = document["code"] if document["kind"] == "Status" else 200
         return web.json_response(document, status=status)
-
-    @property
-    def paths(self) -> list[str]:
-        return [path for path, _, _ in self.requests]
 
 
 @pytest.fixture(scope="module")
@@ -123,97 +126,6 @@ async def cluster(
     await client.close()
 
 
-async def test_get_secret(cluster: Cluster) -> None:
-    secret = await cluster.client.get_secret("team-a", "regcred")
-    assert secret is not None
-    assert (secret.namespace, secret.name, secret.type) == (
-        "team-a",
-        "regcred",
-        "kubernetes.io/dockerconfigjson",
-    )
-    assert (
-        json.loads(secret.data[".dockerconfigjson"])["auths"]["registry.example.com"]["username"]
-        == "team-a"
-    )
-    [(path, authorization, accept)] = cluster.api.requests
-    assert path == "/api/v1/namespaces/team-a/secrets/regcred"
-    assert authorization == f"Bearer {cluster.api.token}"
-    assert accept == "application/json"
-
-
-async def test_get_service_account(cluster: Cluster) -> None:
-    account = await cluster.client.get_service_account("team-a", "builder")
-    assert account is not None
-    assert account.image_pull_secrets == ("hub", "regcred")
-    assert cluster.api.paths == ["/api/v1/namespaces/team-a/serviceaccounts/builder"]
-
-
-async def test_missing_objects_are_none(cluster: Cluster) -> None:
-    assert await cluster.client.get_secret("team-a", "missing") is None
-    assert await cluster.client.get_service_account("team-a", "ghost") is None
-
-
-async def test_pull_secrets_of_the_workload(
-    cluster: Cluster, caplog: pytest.LogCaptureFixture
-) -> None:
-    context = ResolveContext("team-a", ("regcred", "missing", "app-settings", "broken"), "builder")
-    with caplog.at_level(logging.WARNING, logger="moorage.admission"):
-        found = await cluster.client.pull_secret_credentials(context)
-    assert [c.source for c in found] == ["pull secret team-a/regcred"]
-    assert found[0].for_host("registry.example.com") == BasicAuth("team-a", "s3cret-a")
-    # The workload names its secrets: the service account's are not asked for (as in Pods,
-    # where the ServiceAccount admission plugin adds them only to a Pod that names none).
-    assert sorted(cluster.api.paths) == sorted(
-        f"{NS}/team-a/secrets/{name}" for name in ("regcred", "missing", "app-settings", "broken")
-    )
-    assert "imagePullSecret team-a/missing not found; skipped" in caplog.text
-    assert "pull secret team-a/broken: not valid JSON" in caplog.text
-
-
-async def test_pull_secrets_of_the_default_service_account(
-    cluster: Cluster, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="moorage.admission"):
-        found = await cluster.client.pull_secret_credentials(ResolveContext("team-a"))
-    assert cluster.api.paths[0] == f"{NS}/team-a/serviceaccounts/default"
-    [legacy] = found
-    assert legacy.source == "pull secret team-a/legacy"
-    assert legacy.for_host("legacy.example.com") == BasicAuth("old", "0ld-pass")
-    assert "imagePullSecret team-a/missing not found" in caplog.text
-
-
-async def test_pull_secrets_of_a_named_service_account(cluster: Cluster) -> None:
-    found = await cluster.client.pull_secret_credentials(ResolveContext("team-a", (), "builder"))
-    assert [c.source for c in found] == ["pull secret team-a/hub", "pull secret team-a/regcred"]
-    assert found[0].for_host("docker.io", "library/nginx") == BasicAuth("teama", "hub-token")
-
-
-async def test_missing_service_account_gives_no_credentials(
-    cluster: Cluster, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="moorage.admission"):
-        assert (
-            await cluster.client.pull_secret_credentials(ResolveContext("team-a", (), "ghost"))
-            == []
-        )
-    assert "service account team-a/ghost not found" in caplog.text
-    assert await cluster.client.pull_secret_credentials(ResolveContext("")) == []
-
-
-async def test_forbidden_names_the_rbac_needed(cluster: Cluster) -> None:
-    with pytest.raises(KubernetesError) as caught:
-        await cluster.client.pull_secret_credentials(ResolveContext("locked", ("regcred",)))
-    message = str(caught.value)
-    assert message.startswith("the webhook may not read secrets in namespace locked (secrets ")
-    assert 'cannot get resource "secrets"' in message
-    assert "give the webhook's ServiceAccount get on secrets and serviceaccounts" in message
-    with pytest.raises(KubernetesError) as caught:
-        await cluster.client.pull_secret_credentials(ResolveContext("locked"))
-    assert str(caught.value).startswith(
-        "the webhook may not read serviceaccounts in namespace locked (serviceaccounts "
-    )
-
-
 async def test_answers_are_cached_and_shared(cluster: Cluster) -> None:
     cluster.api.delay = 0.05
     context = ResolveContext("team-a", ("regcred", "missing"))
@@ -223,6 +135,8 @@ async def test_answers_are_cached_and_shared(cluster: Cluster) -> None:
     )
     assert all([c.source for c in r] == ["pull secret team-a/regcred"] for r in results)
     assert len(cluster.api.requests) == 2
+    for _, authorization, accept in cluster.api.requests:
+        assert (authorization, accept) == (f"Bearer {cluster.api.token}", "application/json")
     cluster.clock.now += 29
     await cluster.client.pull_secret_credentials(context)
     assert len(cluster.api.requests) == 2  # found and not found, both cached
@@ -240,15 +154,6 @@ async def test_a_caller_that_gives_up_leaves_the_answer_for_the_next(cluster: Cl
     assert len(cluster.api.requests) == 1
 
 
-async def test_rotated_token_is_reread(cluster: Cluster) -> None:
-    assert await cluster.client.get_secret("team-a", "regcred") is not None
-    cluster.api.token = "rotated-" + os.urandom(8).hex()
-    cluster.config.token_file.write_text(cluster.api.token)
-    assert await cluster.client.get_secret("team-a", "hub") is not None
-    assert cluster.api.requests[-1][1] == f"Bearer {cluster.api.token}"
-    assert len(cluster.api.requests) == 2
-
-
 async def test_401_rereads_the_token_once(cluster: Cluster) -> None:
     token_file = cluster.config.token_file
     assert await cluster.client.get_secret("team-a", "regcred") is not None
@@ -263,26 +168,23 @@ async def test_401_rereads_the_token_once(cluster: Cluster) -> None:
         False,
         True,
     ]
-    # A token the API server does not take at all.
+    # A token the API server does not take at all: asked once more, after reading it again.
     cluster.api.token = "revoked"
-    with pytest.raises(KubernetesError, match=r"refused the webhook's ServiceAccount token"):
+    with pytest.raises(KubernetesError, match=r"refused the webhook's ServiceAccount token from"):
         await cluster.client.get_secret("team-a", "legacy")
+    assert len(cluster.api.requests) == 5
 
 
-async def test_unreachable_or_untrusted_api_server(cluster: Cluster, tmp_path: Path) -> None:
-    other = make_pki(tmp_path / "other-ca")
-    untrusted = KubeClient(
-        ClusterConfig(cluster.config.server, cluster.config.token_file, other.ca_cert)
-    )
+async def test_an_api_server_nobody_answers_at(tmp_path: Path, pki: Pki) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    server = f"https://127.0.0.1:{free_port()}"
+    client = KubeClient(ClusterConfig.explicit(server, token, pki.ca_cert))
     try:
-        with pytest.raises(KubernetesError, match="cannot reach the Kubernetes API at https://"):
-            await untrusted.get_secret("team-a", "regcred")
+        with pytest.raises(KubernetesError, match=f"cannot reach the Kubernetes API at {server}: "):
+            await client.get_secret("team-a", "regcred")
     finally:
-        await untrusted.close()
-    assert cluster.api.requests == []
-    cluster.config.token_file.unlink()
-    with pytest.raises(KubernetesError, match="cannot read the ServiceAccount token"):
-        await cluster.client.get_secret("team-a", "regcred")
+        await client.close()
 
 
 def test_in_cluster_config(tmp_path: Path) -> None:
@@ -321,3 +223,115 @@ def test_credentials_from_secret_types() -> None:
     )
     found = credentials_from_secret(legacy)
     assert found is not None and found.for_host("r.example") == BasicAuth("u", "p")
+
+
+def test_explicit_config(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("ca")
+    config = ClusterConfig.explicit(
+        "https://10.0.0.1:6443/", tmp_path / "token", tmp_path / "ca.crt"
+    )
+    assert config == ClusterConfig("https://10.0.0.1:6443", tmp_path / "token", tmp_path / "ca.crt")
+    assert ClusterConfig.explicit("https://k8s.example", tmp_path / "token").ca_file is None
+    with pytest.raises(KubernetesError, match=r"the Kubernetes API token file .*/nope does not"):
+        ClusterConfig.explicit("https://10.0.0.1:6443", tmp_path / "nope")
+    with pytest.raises(KubernetesError, match=r"the Kubernetes API CA file .*/ca.pem does not"):
+        ClusterConfig.explicit("https://10.0.0.1:6443", tmp_path / "token", tmp_path / "ca.pem")
+
+
+async def test_a_ca_file_that_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "ca.crt").write_text("not a certificate")
+    config = ClusterConfig.explicit(
+        "https://10.0.0.1:6443", tmp_path / "token", tmp_path / "ca.crt"
+    )
+    with pytest.raises(KubernetesError, match=r"cannot load the Kubernetes API's CA file .*ca.crt"):
+        KubeClient(config)
+
+
+def settings(tmp_path: Path, **admission: str) -> Settings:
+    """Settings from an ``[admission]`` table of ``admission`` (TOML values)."""
+    path = tmp_path / "moorage.toml"
+    path.write_text("[admission]\n" + "".join(f"{k} = {v}\n" for k, v in admission.items()))
+    return load_settings(path, env={})
+
+
+def test_which_api_server_the_settings_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("t")
+    ca.write_text("ca")
+    for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    # Outside a pod, "auto" uses the Kubernetes API only when one is named.
+    assert cluster_config(settings(tmp_path)) is None
+    named = settings(
+        tmp_path,
+        kubernetes_api='"https://127.0.0.1:6443"',
+        kubernetes_token_file=f'"{token}"',
+        kubernetes_ca_file=f'"{ca}"',
+    )
+    assert cluster_config(named) == ClusterConfig("https://127.0.0.1:6443", token, ca)
+    assert cluster_config(dataclasses.replace(named, admission_kubernetes="on")) == (
+        ClusterConfig("https://127.0.0.1:6443", token, ca)
+    )
+    assert cluster_config(dataclasses.replace(named, admission_kubernetes="off")) is None
+    # "on" without a named API server wants the pod's configuration.
+    with pytest.raises(KubernetesError, match="not running in a Kubernetes pod"):
+        cluster_config(settings(tmp_path, kubernetes='"on"'))
+    # The same from the environment.
+    environment = {
+        "MOORAGE_ADMISSION_KUBERNETES_API": "https://[fd00::1]:6443",
+        "MOORAGE_ADMISSION_KUBERNETES_TOKEN_FILE": str(token),
+    }
+    assert cluster_config(load_settings(env=environment)) == (
+        ClusterConfig("https://[fd00::1]:6443", token, None)
+    )
+
+
+@pytest.mark.parametrize(
+    ("admission", "message"),
+    [
+        (
+            {"kubernetes_api": '"https://127.0.0.1:6443"'},
+            "admission.kubernetes_api needs admission.kubernetes_token_file: a file holding the "
+            "token to send (kubectl create token SERVICEACCOUNT makes one)",
+        ),
+        (
+            {"kubernetes_api": '"http://127.0.0.1:8001"', "kubernetes_token_file": '"/t"'},
+            "admission.kubernetes_api must be the API server's URL, https://HOST:PORT, not "
+            "'http://127.0.0.1:8001'",
+        ),
+        (
+            {"kubernetes_api": '"127.0.0.1:6443"', "kubernetes_token_file": '"/t"'},
+            "must be the API server's URL, https://HOST:PORT, not '127.0.0.1:6443'",
+        ),
+        (
+            {"kubernetes_api": '"https://127.0.0.1:api"', "kubernetes_token_file": '"/t"'},
+            "must be the API server's URL",
+        ),
+        (
+            {"kubernetes_token_file": '"/t"'},
+            "admission.kubernetes_token_file is used with admission.kubernetes_api (the "
+            "Kubernetes API server's https:// URL): set that too",
+        ),
+        ({"kubernetes_ca_file": '"/ca.crt"'}, "admission.kubernetes_ca_file is used with"),
+    ],
+)
+def test_settings_for_an_api_server_that_cannot_be_used(
+    tmp_path: Path, admission: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(tmp_path, **admission)
+    assert message in str(caught.value)
+
+
+def test_a_named_token_file_that_is_missing_stops_the_webhooks(tmp_path: Path) -> None:
+    missing = settings(
+        tmp_path,
+        kubernetes_api='"https://127.0.0.1:6443"',
+        kubernetes_token_file=f'"{tmp_path / "nope"}"',
+    )
+    with pytest.raises(KubernetesError, match=r"the Kubernetes API token file .* does not exist"):
+        cluster_config(missing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from moorage.admission.mutate import Pinner
+from moorage.admission.pinning import pinned_image
 from moorage.admission.resolver import (
     LocalResolver,
     Resolution,
@@ -21,9 +23,11 @@ from moorage.admission.resolver import (
     RoutingResolver,
 )
 from moorage.admission.review import parse_review
+from moorage.admission.validation import local_tag_mode, parse_rules, validate
 from moorage.meta.base import Actor, ManifestRecord, PinRecord
 from moorage.meta.sqlite import SQLiteMetadata
-from moorage.reference import ImageReference
+from moorage.policy import Policy
+from moorage.reference import ImageReference, parse_reference
 from tests.admission.reviews import GROUPS, apply_patch, pod_spec, review, workload
 
 HOST = "registry.test:5000"
@@ -234,3 +238,51 @@ async def test_resolution_has_a_deadline(env: Env) -> None:
     ).to_review()["response"]
     assert response["allowed"] is False
     assert "timed out after 0.2 s" in response["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("written", "pinned"),
+    [
+        (f"{HOST}/team/app", f"{HOST}/team/app:latest"),
+        (f"{HOST}/team/app:latest", f"{HOST}/team/app:latest"),
+        ("localhost:5000/team/app", "localhost:5000/team/app:latest"),
+        ("localhost:5000/team/app:v1", "localhost:5000/team/app:v1"),
+        ("nginx", "nginx:latest"),
+        ("[::1]:5000/app", "[::1]:5000/app:latest"),
+    ],
+)
+def test_pinned_image_spells_out_the_tag_it_means(written: str, pinned: str) -> None:
+    digest = "sha256:" + "c" * 64
+    assert pinned_image(written, digest) == f"{pinned}@{digest}"
+    # The same repository and tag as what was written, now with the digest.
+    assert parse_reference(pinned_image(written, digest)) == dataclasses.replace(
+        parse_reference(written), digest=digest
+    )
+
+
+async def test_an_implicit_latest_stays_visible_to_the_validator(env: Env) -> None:
+    latest = await env.push("team/app", "latest", "app-latest")
+    implicit, explicit = f"{HOST}/team/app", f"{HOST}/team/app:latest"
+    obj = workload("Deployment", pod_spec([implicit, explicit, APP]))
+    response = await env.admit(review(obj))
+    assert [op["value"] for op in decoded(response)] == [
+        f"{explicit}@{latest}",
+        f"{explicit}@{latest}",
+        f"{APP}@{env.digests[APP]}",
+    ]
+    # What the validating webhook then sees (it runs on the pinned object): "latest" in both.
+    pinned = apply_patch(obj, decoded(response))
+    rules = parse_rules([{"name": "no-latest", "namespaces": "prod", "refuse_latest": True}])
+    tag_mode = local_tag_mode(Policy.from_dict({"default": "mutable"}), {HOST})
+    verdict = validate(parse_review(review(pinned)), rules, tag_mode)
+    assert verdict.allowed is False
+    assert verdict.message == (
+        'moorage refused this Deployment: rule "no-latest": container "c0" (containers) image '
+        f'"{explicit}@{latest}" uses the tag "latest": name a version, or a digest without a tag '
+        '(image@sha256:...); rule "no-latest": container "c1" (containers) image '
+        f'"{explicit}@{latest}" uses the tag "latest": name a version, or a digest without a tag '
+        "(image@sha256:...)"
+    )
+    # The pin records what was written, and the tag it meant.
+    pins = await env.meta.list_pins("prod", f"{HOST}/team/app", "latest", None, None)
+    assert sorted(p.image for p in pins) == [implicit, explicit]

@@ -169,30 +169,40 @@ SOURCES = ["registry.internal:5000/**", "docker.io/library/*"]
         ),
         ({"require_digest": True}, f"{HOST}/app@{DIGEST}", None),
         ({"require_digest": True}, f"{HOST}/app:v1@{DIGEST}", None),
-        # refuse_latest: explicit and implicit, unless there is a digest
+        # refuse_latest: explicit and implicit, also next to a digest (as pinning leaves it)
         (
             {"refuse_latest": True},
             "nginx",
-            'uses the tag "latest" (no tag means it): name a version or a digest',
+            'uses the tag "latest" (no tag means it): name a version, or a digest without a tag '
+            "(image@sha256:...)",
         ),
         (
             {"refuse_latest": True},
             "nginx:latest",
-            'uses the tag "latest": name a version or a digest',
+            'uses the tag "latest": name a version, or a digest without a tag (image@sha256:...)',
         ),
         ({"refuse_latest": True}, f"{HOST}/app", 'uses the tag "latest" (no tag means it)'),
-        ({"refuse_latest": True}, f"nginx:latest@{DIGEST}", None),
+        ({"refuse_latest": True}, "registry.internal:443/app", "(no tag means it)"),
+        (
+            {"refuse_latest": True},
+            f"nginx:latest@{DIGEST}",
+            'uses the tag "latest": name a version, or a digest without a tag (image@sha256:...)',
+        ),
+        ({"refuse_latest": True}, f"{HOST}/team/app:latest@{DIGEST}", 'uses the tag "latest":'),
         ({"refuse_latest": True}, f"nginx@{DIGEST}", None),
+        ({"refuse_latest": True}, f"{HOST}/app@{DIGEST}", None),
+        ({"refuse_latest": True}, f"nginx:1.25@{DIGEST}", None),
         ({"refuse_latest": True}, "nginx:1.25", None),
         ({"refuse_latest": True}, "nginx:Latest", None),
         ({"refuse_latest": True}, "localhost:5000/latest:v1", None),
+        ({"refuse_latest": True}, f"localhost:5000/latest@{DIGEST}", None),
         # refuse_mutable_tags: by the tag policy for this registry's images
         ({"refuse_mutable_tags": True}, f"{HOST}/team/app:v1.2.3", None),
         (
             {"refuse_mutable_tags": True},
             f"{HOST}/team/app:today",
             'uses the tag "today", which is mutable (tag policy: the default (mutable)): '
-            "use an immutable tag or name a digest",
+            "use an immutable tag, or a digest without a tag (image@sha256:...)",
         ),
         (
             {"refuse_mutable_tags": True},
@@ -204,15 +214,28 @@ SOURCES = ["registry.internal:5000/**", "docker.io/library/*"]
             f"{HOST}/team/app",
             'uses the tag "latest", which is mutable',
         ),
+        # ... also next to a digest: the tag as written is judged
+        (
+            {"refuse_mutable_tags": True},
+            f"{HOST}/team/app:today@{DIGEST}",
+            'uses the tag "today", which is mutable (tag policy: the default (mutable)): '
+            "use an immutable tag, or a digest without a tag (image@sha256:...)",
+        ),
+        ({"refuse_mutable_tags": True}, f"{HOST}/team/app:v1.2.3@{DIGEST}", None),
+        ({"refuse_mutable_tags": True}, f"{HOST}/team/app@{DIGEST}", None),
         # ... and no guarantee for other registries' tags
         (
             {"refuse_mutable_tags": True},
             "nginx:1.25",
             'uses the tag "1.25", which no tag policy known to moorage makes immutable: '
-            "name a digest",
+            "name a digest without a tag (image@sha256:...)",
         ),
-        ({"refuse_mutable_tags": True}, f"nginx:1.25@{DIGEST}", None),
-        ({"refuse_mutable_tags": True}, f"{HOST}/team/app:today@{DIGEST}", None),
+        (
+            {"refuse_mutable_tags": True},
+            f"nginx:1.25@{DIGEST}",
+            'uses the tag "1.25", which no tag policy known to moorage makes immutable',
+        ),
+        ({"refuse_mutable_tags": True}, f"nginx@{DIGEST}", None),
         # one reason per rule: a missing digest covers latest and mutable tags
         (
             {"require_digest": True, "refuse_latest": True, "refuse_mutable_tags": True},
@@ -222,7 +245,17 @@ SOURCES = ["registry.internal:5000/**", "docker.io/library/*"]
         (
             {"refuse_latest": True, "refuse_mutable_tags": True},
             "nginx",
-            'uses the tag "latest" (no tag means it): name a version or a digest',
+            'uses the tag "latest" (no tag means it): name a version, or a digest without a tag',
+        ),
+        (
+            {"require_digest": True, "refuse_latest": True, "refuse_mutable_tags": True},
+            f"{HOST}/team/app:latest@{DIGEST}",
+            'uses the tag "latest": name a version, or a digest without a tag',
+        ),
+        (
+            {"require_digest": True, "refuse_latest": True, "refuse_mutable_tags": True},
+            f"{HOST}/team/app@{DIGEST}",
+            None,
         ),
     ],
 )
@@ -421,7 +454,7 @@ def test_every_matching_rule_applies_and_each_may_refuse() -> None:
         'moorage refused this Pod: rule "prod-sources": container "c0" (containers) image '
         f'"quay.io/team/app:1" does not come from an allowed source ({HOST}, docker.io); '
         'rule "baseline": container "c1" (containers) image "nginx" uses the tag "latest" '
-        "(no tag means it): name a version or a digest"
+        "(no tag means it): name a version, or a digest without a tag (image@sha256:...)"
     )
     # In staging, other rules apply.
     message = refused(answer(body, rules, namespace="staging"))
@@ -468,7 +501,8 @@ def test_deny_and_warn_rules_together() -> None:
     response = answer(pod(BAD, f"{HOST}/team/app"), rules)
     assert refused(response) == (
         'moorage refused this Pod: rule "now": container "c1" (containers) image '
-        f'"{HOST}/team/app" uses the tag "latest" (no tag means it): name a version or a digest'
+        f'"{HOST}/team/app" uses the tag "latest" (no tag means it): name a version, or a '
+        "digest without a tag (image@sha256:...)"
     )
     assert len(response["warnings"]) == 1 and 'rule "soon"' in response["warnings"][0]
 
