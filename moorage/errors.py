@@ -38,7 +38,8 @@ class ErrorCode(Enum):
     RANGE_INVALID = _Code(416, "invalid content range")
     PAGINATION_NUMBER_INVALID = _Code(400, "invalid number of results requested")
     UNKNOWN = _Code(500, "unknown error")
-    # moorage's extension API (/v2/_moorage/...).
+    # moorage's extension API (/v2/_moorage/...); PARAMETER_INVALID also for too many tag
+    # parameters on a manifest push (with 414).
     POLICY_INVALID = _Code(400, "invalid tag policy")
     PARAMETER_INVALID = _Code(400, "invalid or missing query parameter")
     EXTENSION_UNKNOWN = _Code(404, "extension is unknown")
@@ -76,3 +77,20 @@ class RegistryError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return {"errors": [entry]}
+
+
+class ClientDisconnected(RegistryError):
+    """The client closed the connection before its request body was complete.
+
+    A normal event (a cancelled push, a client's timeout), never a server failure: it is logged
+    in one line, and nobody reads the response. ``received`` is how many bytes of the body
+    arrived; ``reported`` is set by whoever logged it already.
+    """
+
+    def __init__(self, received: int) -> None:
+        super().__init__(
+            ErrorCode.SIZE_INVALID,
+            f"the client closed the connection after {received} bytes of the request body",
+        )
+        self.received = received
+        self.reported = False

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from moorage.admission.resolver import ResolveError
 from moorage.admission.setup import build_admission
-from moorage.api.app import create_app
+from moorage.api.app import MAX_REQUEST_LINE, create_app
 from moorage.api.webhook import create_webhook_app
 from moorage.backends import (
     describe_backends,
@@ -51,6 +51,7 @@ def build_registry(settings: Settings) -> Registry:
         max_manifest_size=settings.manifests_max_size,
         upload_ttl=settings.uploads_ttl,
         upload_lease=settings.uploads_lease,
+        upload_checkpoint=settings.uploads_checkpoint,
         download_redirect=(
             settings.storage_s3_redirect_expiry if settings.storage_s3_redirect else None
         ),
@@ -123,6 +124,7 @@ async def _start(app: web.Application, sock: socket.socket, settings: Settings) 
         app,
         access_log=logging.getLogger("moorage.access") if settings.log_access else None,
         handle_signals=False,
+        max_line_size=MAX_REQUEST_LINE,
     )
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=ssl_context(settings)).start()

@@ -10,6 +10,7 @@ import pytest
 from tests.support.postgres import PostgresServer, postgres_for_tests
 from tests.support.seaweedfs import BUCKET, SeaweedFS, start_seaweedfs
 from tests.support.server import RunningRegistry, start_moorage
+from tests.support.topology import Topology, start_topology
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,16 @@ def moorage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     registry = start_moorage(tmp_path_factory.mktemp("moorage-shared"))
     yield registry
     registry.stop()
+
+
+@pytest.fixture(scope="session")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """The scale-out topology (SeaweedFS, PostgreSQL, three replicas behind HAProxy), once for
+    the session: the scale-out client tests and the conformance suites share it, each in
+    repositories of their own."""
+    running = start_topology(tmp_path_factory.mktemp("scale-out"))
+    yield running
+    running.stop()
 
 
 @pytest.fixture

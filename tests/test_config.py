@@ -90,3 +90,16 @@ def test_scale_out_settings(tmp_path: Path) -> None:
     assert settings.metadata_dsn == "postgresql://moorage@db/moorage"
     assert settings.metadata_pool_size == 4
     assert settings.metadata_migrate is True
+
+
+def test_upload_checkpoints_and_leases(tmp_path: Path) -> None:
+    defaults = load_settings(env={})
+    assert (defaults.uploads_checkpoint, defaults.uploads_lease) == (64 * 1024 * 1024, 30.0)
+    config = tmp_path / "moorage.toml"
+    config.write_text("[uploads]\ncheckpoint = 1048576\nlease = 12.5\n")
+    settings = load_settings(config, env={})
+    assert (settings.uploads_checkpoint, settings.uploads_lease) == (1024 * 1024, 12.5)
+    assert load_settings(env={"MOORAGE_UPLOADS_CHECKPOINT": "0"}).uploads_checkpoint == 0
+    for env in ({"MOORAGE_UPLOADS_CHECKPOINT": "4096"}, {"MOORAGE_UPLOADS_LEASE": "0"}):
+        with pytest.raises(ConfigError):
+            load_settings(env=env)

@@ -22,7 +22,7 @@ from moorage.api.v2 import blobs, listing, manifests, uploads
 from moorage.api.v2.common import ACTOR_KEY, API_HEADERS, REQUEST_ID_HEADER, USER_KEY
 from moorage.api.v2.paths import parse_path
 from moorage.config import Settings
-from moorage.errors import ErrorCode, RegistryError
+from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
 from moorage.names import validate_name
 from moorage.registry.service import Registry
 from moorage.registry.uploads import UploadOutOfOrder
@@ -34,6 +34,12 @@ REGISTRY = web.AppKey("registry", Registry)
 Handler = Callable[[web.Request, Registry, str, str], Awaitable[web.StreamResponse]]
 
 _PURGE_INTERVAL = 600.0
+
+#: The longest request line the server reads (aiohttp's default is 8190 bytes). A manifest push
+#: may name up to ``MAX_PUSH_TAGS`` tags of 128 characters in its query: about 14 KB with the
+#: longest repository name, more if a client percent-encodes what it need not. aiohttp refuses
+#: a longer line itself (400, in plain text) before the API sees it.
+MAX_REQUEST_LINE = 64 * 1024
 
 
 class V2Api:
@@ -122,6 +128,15 @@ class V2Api:
                 uploads.out_of_order_headers(exc.repository, exc.upload_id, exc.offset)
             )
             return exception_response(exc)
+        except ClientDisconnected as exc:
+            if not exc.reported:  # the upload service reports its own
+                log.info(
+                    "client aborted %s %s after %d bytes of its request body",
+                    request.method,
+                    request.path,
+                    exc.received,
+                )
+            return exception_response(exc)  # nobody reads it
         except Exception as exc:
             response = exception_response(exc)
             if ACTOR_KEY in request:  # e.g. a refused change: the id its history record has

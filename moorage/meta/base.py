@@ -9,7 +9,7 @@ suite against every backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 ReferenceKind = Literal["blob", "manifest"]
@@ -57,14 +57,31 @@ class Upload:
     hash_state: bytes | None
     created_at: float
     updated_at: float
+    #: The lease: until when a request holds the upload (0: nobody). Also the fencing token.
     lease_until: float = 0.0
+    #: Which process holds the lease (``moorage.process_identity``), or "".
+    lease_owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class PutResult:
-    """What a manifest push changed: the digest the tag pointed at before (None if new)."""
+    """What a manifest push changed: for each of its tags, in the order given, the digest the
+    tag pointed at before (None: the push created it)."""
 
-    previous_digest: str | None = None
+    previous: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def previous_digest(self) -> str | None:
+        """Where the push's first tag pointed before (None: new, or no tag)."""
+        return next(iter(self.previous.values()), None)
+
+
+def push_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """The distinct tags of a push, in the order given. A bare string is one tag (a ``str``
+    is a sequence of strings too, and must never become one tag per character)."""
+    if isinstance(tags, str):
+        return (tags,)
+    return tuple(dict.fromkeys(tags))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +210,13 @@ class MissingReferences(MetadataError):
 
 
 class TagRefused(MetadataError):
-    """A guard refused a tag change; the refusal is recorded in the tag's history."""
+    """A guard refused a tag change, or several tags of one push; each refusal is recorded in
+    its tag's history. ``refusal`` is the first of ``refusals``."""
 
-    def __init__(self, refusal: Refusal) -> None:
+    def __init__(self, refusal: Refusal, *more: Refusal) -> None:
         self.refusal = refusal
-        super().__init__(refusal.message)
+        self.refusals = (refusal, *more)
+        super().__init__("; ".join(r.message for r in self.refusals))
 
 
 class PolicyChanged(MetadataError):
@@ -218,7 +237,12 @@ class UploadNotFound(MetadataError):
 
 
 class UploadBusy(MetadataError):
-    """Another request holds the upload's lease."""
+    """Another request holds the upload's lease: ``owner`` holds it as ``lease_until``."""
+
+    def __init__(self, upload_id: str, owner: str = "", lease_until: float = 0.0) -> None:
+        super().__init__(upload_id)
+        self.owner = owner
+        self.lease_until = lease_until
 
 
 class UploadOffsetMismatch(MetadataError):
@@ -266,15 +290,18 @@ class MetadataStore(Protocol):
         self,
         repository: str,
         manifest: ManifestRecord,
-        tag: str | None,
+        tags: Sequence[str],
         actor: Actor,
         guard: TagGuard | None = None,
     ) -> PutResult:
-        """Store a manifest (and point ``tag`` at it, recording the change) in one transaction.
+        """Store a manifest and point each of ``tags`` at it, recording every change, in one
+        transaction. ``tags`` may be empty (a push by digest); a tag named twice counts once,
+        and a bare string is one tag (``push_tags``).
 
-        Raises MissingReferences, changing nothing, if a referenced blob or child manifest is
-        not in the repository; TagRefused, storing nothing but the refusal in the tag's
-        history, if ``guard`` refuses the tag change.
+        All or nothing: raises MissingReferences, changing nothing, if a referenced blob or
+        child manifest is not in the repository; TagRefused if ``guard`` refuses any of the
+        tags, storing nothing but one refusal in the history of each refused tag (the guard
+        is asked about every tag, so the error names all of them).
         """
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...
@@ -360,18 +387,44 @@ class MetadataStore(Protocol):
     async def get_upload(self, upload_id: str, repository: str) -> Upload | None: ...
 
     async def acquire_upload(
-        self, upload_id: str, repository: str, offset: int | None, now: float, lease: float
+        self,
+        upload_id: str,
+        repository: str,
+        offset: int | None,
+        now: float,
+        lease: float,
+        owner: str = "",
+        take_over: float | None = None,
     ) -> Upload:
-        """Take the upload's lease until ``now + lease``.
+        """Take the upload's lease until ``now + lease``, for ``owner``.
 
-        Raises UploadNotFound, UploadBusy, or UploadOffsetMismatch if ``offset`` is given and
-        differs from the upload's offset.
+        The lease is free once it has run out. With ``take_over``, it is also taken from a
+        holder whose lease value is exactly ``take_over`` (one known to be dead): a
+        compare-and-set, so of several requests taking over one dead holder, one wins.
+
+        Raises UploadNotFound, UploadBusy (with the holder), or UploadOffsetMismatch if
+        ``offset`` is given and differs from the upload's offset.
         """
 
     async def renew_upload(
         self, upload_id: str, lease_until: float, new_lease_until: float
     ) -> bool:
         """Extend a lease still held as ``lease_until``; False if it was lost meanwhile."""
+
+    async def checkpoint_upload(
+        self,
+        upload_id: str,
+        lease_until: float,
+        offset: int,
+        hash_state: bytes | None,
+        now: float,
+    ) -> bool:
+        """Record progress made durable while the request still holds the lease as
+        ``lease_until``, and keep holding it; False if the lease was lost (nothing changes).
+
+        ``offset`` is where a later request resumes if this one never finishes (its process
+        dies), and ``hash_state`` the hash of exactly the bytes before it.
+        """
 
     async def release_upload(
         self,

@@ -12,7 +12,9 @@ transaction-scoped advisory locks, taken in the statement that opens the transac
   reads the tag's current digest; the guard decides on it; the change (or the refusal's history
   row) commits before the lock is released. So pushes racing for one new immutable tag queue
   on the lock, and each later one reads the winner's digest and is refused. A row that does not
-  exist yet cannot be locked with ``SELECT ... FOR UPDATE``; a lock on the name can.
+  exist yet cannot be locked with ``SELECT ... FOR UPDATE``; a lock on the name can. A push
+  with several tags locks each of them, in ascending order of lock key, so two pushes naming
+  the same tags in different orders cannot deadlock.
 - a push without a tag takes the shared repository lock (its check that the child manifests
   exist must not race a manifest deletion);
 - a manifest deletion takes the repository lock *exclusively*: it must see every tag on the
@@ -43,9 +45,10 @@ a tag's digest come from scalar subqueries), so plans do not depend on statistic
 joins, a new database without statistics got plans that scanned every manifest of the
 repository. Repository ids never change, so writes cache them per handle.
 
-**Writes.** A push with a tag is four round trips: BEGIN with the locks (one simple query),
-the tag's current digest together with any missing references, one statement writing
-manifest, references, tag and history (data-modifying CTEs), and COMMIT. Statements are
+**Writes.** A push with tags is four round trips, however many tags it names: BEGIN with the
+locks (one simple query), the tags' current digests together with any missing references, one
+statement writing manifest, references, tags and history (data-modifying CTEs over arrays),
+and COMMIT. Statements are
 prepared once per connection (asyncpg's statement cache).
 
 **Connections.** Each handle (one per worker process) opens its connections lazily, on first
@@ -94,6 +97,7 @@ from moorage.meta.base import (
     UploadBusy,
     UploadNotFound,
     UploadOffsetMismatch,
+    push_tags,
 )
 from moorage.meta.coalesce import Coalescer
 from moorage.meta.postgres_pool import Pool
@@ -128,7 +132,9 @@ _INSERT_EVENT = (
     f"INSERT INTO tag_events ({_EVENT_FIELDS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
     "$10, $11)"
 )
-_UPLOAD_COLUMNS = 'id, repository, "offset", hash_state, created_at, updated_at, lease_until'
+_UPLOAD_COLUMNS = (
+    'id, repository, "offset", hash_state, created_at, updated_at, lease_until, lease_owner'
+)
 _PIN_FIELDS = (
     "at, namespace, kind, name, container_kind, container, image, repository, tag, digest, "
     'source, request_uid, "user"'
@@ -141,9 +147,12 @@ _INSERT_REPO = (
     "ON CONFLICT (name) DO NOTHING RETURNING id"
 )
 
-# put_manifest: the tag's current digest and the (1-based) positions of missing references.
+# put_manifest: the current digest of each tag ($2, in order; NULL for a new tag), the
+# (1-based) positions of missing references, and the stored policy's version.
 _PUT_CHECK = """
-SELECT (SELECT digest FROM tags WHERE repo_id = $1 AND name = $2),
+SELECT ARRAY(SELECT (SELECT digest FROM tags WHERE repo_id = $1 AND name = q.name)
+             FROM unnest($2::text[]) WITH ORDINALITY AS q (name, ord)
+             ORDER BY q.ord),
        ARRAY(SELECT r.ord
              FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS r (kind, target, ord)
              WHERE NOT CASE WHEN r.kind = 'blob'
@@ -154,8 +163,9 @@ SELECT (SELECT digest FROM tags WHERE repo_id = $1 AND name = $2),
              ORDER BY r.ord),
        (SELECT version FROM policy WHERE id = 1)
 """
-# put_manifest: the manifest, its references, and (when $13, the action, is not null) the tag
-# and its history row, in one statement.
+# put_manifest: the manifest, its references, and the tags it changes ($12, with the action $13
+# and the digest each held before $15, in the order given) with their history rows, in one
+# statement.
 _PUT_WRITE = f"""
 WITH manifest AS (
     INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, annotations,
@@ -168,12 +178,14 @@ WITH manifest AS (
     ON CONFLICT DO NOTHING
 ), tag AS (
     INSERT INTO tags (repo_id, name, digest, updated_at)
-    SELECT $1, $12, $2, $9 WHERE $13::text IS NOT NULL
+    SELECT $1, c.name, $2, $9 FROM unnest($12::text[]) AS c (name)
     ON CONFLICT (repo_id, name) DO UPDATE
         SET digest = excluded.digest, updated_at = excluded.updated_at
 )
 INSERT INTO tag_events ({_EVENT_FIELDS})
-SELECT $14, $12, $13, $15, $2, $9, $16, $17, $18, NULL, NULL WHERE $13::text IS NOT NULL
+SELECT $14, c.name, c.action, c.old, $2, $9, $16, $17, $18, NULL, NULL
+FROM unnest($12::text[], $13::text[], $15::text[]) WITH ORDINALITY AS c (name, action, old, ord)
+ORDER BY c.ord
 """
 _POINT_TAG = f"""
 WITH tag AS (
@@ -309,10 +321,12 @@ def _check_policy(guard: TagGuard | None, stored: int | None) -> None:
         raise PolicyChanged(guard.policy_version, stored or 0)
 
 
-def _unless_refused(result: T | Refusal) -> T:
-    """Results of transactions that may end in a recorded refusal: raise it after commit."""
+def _unless_refused(result: T | Refusal | TagRefused) -> T:
+    """Results of transactions that may end in recorded refusals: raise them after commit."""
     if isinstance(result, Refusal):
         raise TagRefused(result)
+    if isinstance(result, TagRefused):
+        raise result
     return result
 
 
@@ -568,11 +582,14 @@ class PostgresMetadata:
         return lock_key("repository", repository)
 
     def _tag_locks(
-        self, repository: str, tag: str, guard: TagGuard | None
+        self, repository: str, tags: Sequence[str], guard: TagGuard | None
     ) -> dict[str, Sequence[int]]:
+        """The locks of a change to ``tags``: the repository (and the policy, for a guarded
+        change) shared, and each tag exclusively, in ascending order of key, so that changes
+        to overlapping sets of tags take them in one order and cannot deadlock."""
         return {
             "shared": (lock_key("repository", repository), *_policy_lock(guard)),
-            "exclusive": (lock_key("tag", repository, tag),),
+            "exclusive": sorted({lock_key("tag", repository, tag) for tag in tags}),
         }
 
     # -- blobs --------------------------------------------------------------------------------
@@ -681,32 +698,42 @@ class PostgresMetadata:
         self,
         repository: str,
         manifest: ManifestRecord,
-        tag: str | None,
+        tags: Sequence[str],
         actor: Actor,
         guard: TagGuard | None = None,
     ) -> PutResult:
+        names = list(push_tags(tags))
+        digest = manifest.digest
         kinds = [r.kind for r in manifest.references]
         targets = [r.digest for r in manifest.references]
 
-        async def tx(t: _Transaction) -> PutResult | Refusal:
+        async def tx(t: _Transaction) -> PutResult | TagRefused:
             repo_id = await t.ensure_repo(repository)
-            current: str | None = None
-            if tag is not None or kinds:
-                current, missing, policy = await t.conn.fetchrow(
-                    _PUT_CHECK, repo_id, tag, kinds, targets
+            previous: dict[str, str | None] = {}
+            if names or kinds:
+                currents, missing, policy = await t.conn.fetchrow(
+                    _PUT_CHECK, repo_id, names, kinds, targets
                 )
-                if tag is not None:
+                if names:
                     _check_policy(guard, policy)
                 if missing:
                     raise MissingReferences([manifest.references[i - 1] for i in missing])
+                previous = dict(zip(names, currents, strict=True))
             now = time.time()
-            if tag is not None and guard is not None:
-                refusal = guard(tag, current, manifest.digest)
-                if refusal is not None:
-                    return await t.refused(refusal, actor, now)
-            action: TagAction | None = None
-            if tag is not None and current != manifest.digest:
-                action = "created" if current is None else "moved"
+            if guard is not None:
+                refusals = [
+                    refusal
+                    for tag, current in previous.items()
+                    if (refusal := guard(tag, current, digest)) is not None
+                ]
+                if refusals:
+                    for refusal in refusals:
+                        await t.refused(refusal, actor, now)
+                    return TagRefused(*refusals)
+            changes = [(tag, current) for tag, current in previous.items() if current != digest]
+            actions: list[TagAction] = [
+                "created" if current is None else "moved" for _, current in changes
+            ]
             await t.conn.execute(
                 _PUT_WRITE,
                 repo_id,
@@ -720,20 +747,20 @@ class PostgresMetadata:
                 now,
                 kinds,
                 targets,
-                tag,
-                action,
+                [tag for tag, _ in changes],
+                actions,
                 repository,
-                current,
+                [current for _, current in changes],
                 actor.user,
                 actor.address,
                 actor.request_id,
             )
-            return PutResult(previous_digest=current)
+            return PutResult(previous)
 
         locks: dict[str, Sequence[int]] = (
-            {"shared": (self._repo_lock(repository),)}
-            if tag is None
-            else self._tag_locks(repository, tag, guard)
+            self._tag_locks(repository, names, guard)
+            if names
+            else {"shared": (self._repo_lock(repository),)}
         )
         return _unless_refused(await self._transaction(tx, **locks))
 
@@ -852,7 +879,7 @@ class PostgresMetadata:
             )
             return True
 
-        locks = self._tag_locks(repository, tag, guard)
+        locks = self._tag_locks(repository, (tag,), guard)
         return _unless_refused(await self._transaction(tx, **locks))
 
     async def restore_tag(
@@ -891,7 +918,7 @@ class PostgresMetadata:
                 )
             return (current,)
 
-        result = await self._transaction(tx, **self._tag_locks(repository, tag, guard))
+        result = await self._transaction(tx, **self._tag_locks(repository, (tag,), guard))
         return _unless_refused(result)[0]
 
     async def repository_exists(self, repository: str) -> bool:
@@ -1048,7 +1075,7 @@ class PostgresMetadata:
     # -- uploads ------------------------------------------------------------------------------
     async def create_upload(self, upload: Upload) -> None:
         await self._change(
-            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             upload.id,
             upload.repository,
             upload.offset,
@@ -1056,6 +1083,7 @@ class PostgresMetadata:
             upload.created_at,
             upload.updated_at,
             upload.lease_until,
+            upload.lease_owner,
         )
 
     async def get_upload(self, upload_id: str, repository: str) -> Upload | None:
@@ -1067,28 +1095,39 @@ class PostgresMetadata:
         return None if row is None else _upload(row)
 
     async def acquire_upload(
-        self, upload_id: str, repository: str, offset: int | None, now: float, lease: float
+        self,
+        upload_id: str,
+        repository: str,
+        offset: int | None,
+        now: float,
+        lease: float,
+        owner: str = "",
+        take_over: float | None = None,
     ) -> Upload:
         for _ in range(100):
             # One compare-and-set: among racers, the row lock makes each later one re-check
             # the condition against the winner's lease.
             row = await self._fetchrow(
-                f"UPDATE uploads SET lease_until = $3 + $4 WHERE id = $1 AND repository = $2 "
-                'AND lease_until <= $3 AND ($5::bigint IS NULL OR "offset" = $5) '
+                "UPDATE uploads SET lease_until = $3 + $4, lease_owner = $6 "
+                "WHERE id = $1 AND repository = $2 "
+                "AND (lease_until <= $3 OR lease_until = $7::double precision) "
+                'AND ($5::bigint IS NULL OR "offset" = $5) '
                 f"RETURNING {_UPLOAD_COLUMNS}",
                 upload_id,
                 repository,
                 now,
                 lease,
                 offset,
+                owner,
+                take_over,
             )
             if row is not None:
                 return _upload(row)
             upload = await self.get_upload(upload_id, repository)
             if upload is None:
                 raise UploadNotFound(upload_id)
-            if upload.lease_until > now:
-                raise UploadBusy(upload_id)
+            if upload.lease_until > now and upload.lease_until != take_over:
+                raise UploadBusy(upload_id, upload.lease_owner, upload.lease_until)
             if offset is not None and offset != upload.offset:
                 raise UploadOffsetMismatch(upload.offset)
             # Released between the two statements: try again.
@@ -1104,6 +1143,24 @@ class PostgresMetadata:
             lease_until,
         )
 
+    async def checkpoint_upload(
+        self,
+        upload_id: str,
+        lease_until: float,
+        offset: int,
+        hash_state: bytes | None,
+        now: float,
+    ) -> bool:
+        return await self._change(
+            'UPDATE uploads SET "offset" = $1, hash_state = $2, updated_at = $3 '
+            "WHERE id = $4 AND lease_until = $5",
+            offset,
+            hash_state,
+            now,
+            upload_id,
+            lease_until,
+        )
+
     async def release_upload(
         self,
         upload_id: str,
@@ -1114,7 +1171,7 @@ class PostgresMetadata:
     ) -> bool:
         return await self._change(
             'UPDATE uploads SET "offset" = $1, hash_state = $2, updated_at = $3, '
-            "lease_until = 0 WHERE id = $4 AND lease_until = $5",
+            "lease_until = 0, lease_owner = '' WHERE id = $4 AND lease_until = $5",
             offset,
             hash_state,
             now,

@@ -159,6 +159,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX pins_by_namespace ON pins (namespace, id);
         """,
     ),
+    Migration(
+        2,
+        "upload leases name the process holding them",
+        "ALTER TABLE uploads ADD COLUMN lease_owner text NOT NULL DEFAULT ''",
+    ),
 )
 
 #: The schema version this code needs.

@@ -41,6 +41,7 @@ from moorage.meta.base import (
     UploadBusy,
     UploadNotFound,
     UploadOffsetMismatch,
+    push_tags,
 )
 from moorage.meta.sqlite_hint import VersionHint
 from moorage.meta.sqlite_schema import migrate
@@ -71,14 +72,16 @@ def _manifest(row: tuple[str, str, bytes, str | None, str | None, str | None]) -
     )
 
 
-def _upload(row: tuple[str, str, int, bytes | None, float, float, float]) -> Upload:
+def _upload(row: tuple[str, str, int, bytes | None, float, float, float, str]) -> Upload:
     return Upload(*row)
 
 
-def _unless_refused(result: T | Refusal) -> T:
-    """Results of transactions that may end in a recorded refusal: raise it after commit."""
+def _unless_refused(result: T | Refusal | TagRefused) -> T:
+    """Results of transactions that may end in recorded refusals: raise them after commit."""
     if isinstance(result, Refusal):
         raise TagRefused(result)
+    if isinstance(result, TagRefused):
+        raise result
     return result
 
 
@@ -88,7 +91,9 @@ _PIN_FIELDS = (
 )
 _PIN_VALUES = ", ".join("?" * len(_PIN_FIELDS.split(",")))
 
-_UPLOAD_COLUMNS = "id, repository, offset, hash_state, created_at, updated_at, lease_until"
+_UPLOAD_COLUMNS = (
+    "id, repository, offset, hash_state, created_at, updated_at, lease_until, lease_owner"
+)
 
 
 def _stored_policy_version(conn: sqlite3.Connection) -> int:
@@ -272,29 +277,42 @@ class SQLiteMetadata:
         self,
         repository: str,
         manifest: ManifestRecord,
-        tag: str | None,
+        tags: Sequence[str],
         actor: Actor,
         guard: TagGuard | None = None,
     ) -> PutResult:
-        def tx(conn: sqlite3.Connection) -> PutResult | Refusal:
+        names = push_tags(tags)
+        digest = manifest.digest
+
+        def tx(conn: sqlite3.Connection) -> PutResult | TagRefused:
             _check_policy(conn, guard)
             repo_id = self._ensure_repo(conn, repository)
             missing = [r for r in manifest.references if not self._has(conn, repo_id, r)]
             if missing:
                 raise MissingReferences(missing)
             now = time.time()
-            current = None if tag is None else self._tag_digest(conn, repo_id, tag)
-            if tag is not None and guard is not None:
-                refusal = guard(tag, current, manifest.digest)
-                if refusal is not None:
-                    self._refused(conn, repo_id, refusal, actor, now)
-                    return refusal
-            event = None
-            if tag is not None and current != manifest.digest:
+            previous = {tag: self._tag_digest(conn, repo_id, tag) for tag in names}
+            if guard is not None:
+                refusals = [
+                    refusal
+                    for tag, current in previous.items()
+                    if (refusal := guard(tag, current, digest)) is not None
+                ]
+                if refusals:
+                    for refusal in refusals:
+                        self._refused(conn, repo_id, refusal, actor, now)
+                    return TagRefused(*refusals)
+
+            def record(tag: str, current: str | None) -> int:
                 action: TagAction = "created" if current is None else "moved"
-                event = history.record(
-                    conn, repo_id, repository, tag, action, current, manifest.digest, actor, now
+                return history.record(
+                    conn, repo_id, repository, tag, action, current, digest, actor, now
                 )
+
+            changes = [(tag, current) for tag, current in previous.items() if current != digest]
+            # The first change's event goes in with the manifest's row, as the head of the
+            # digest's chain; each further one is linked to the one before through that row.
+            events = [record(*changes[0])] if changes else []
             conn.execute(
                 "INSERT INTO manifests (repo_id, digest, media_type, artifact_type, subject, "
                 "annotations, size, payload, created_at, last_event) "
@@ -310,7 +328,7 @@ class SQLiteMetadata:
                     manifest.size,
                     manifest.payload,
                     now,
-                    event,
+                    events[0] if events else None,
                 ),
             )
             conn.executemany(
@@ -318,9 +336,15 @@ class SQLiteMetadata:
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(repo_id, manifest.digest, r.kind, r.digest) for r in manifest.references],
             )
-            if tag is not None and event is not None:
-                self._point_tag(conn, repo_id, tag, manifest.digest, now, event)
-            return PutResult(previous_digest=current)
+            for tag, current in changes[1:]:
+                events.append(record(tag, current))
+                conn.execute(
+                    "UPDATE manifests SET last_event = ? WHERE repo_id = ? AND digest = ?",
+                    (events[-1], repo_id, digest),
+                )
+            for (tag, _), event in zip(changes, events, strict=True):
+                self._point_tag(conn, repo_id, tag, digest, now, event)
+            return PutResult(previous)
 
         return _unless_refused(await self._write(tx))
 
@@ -654,7 +678,7 @@ class SQLiteMetadata:
     async def create_upload(self, upload: Upload) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     upload.id,
                     upload.repository,
@@ -663,6 +687,7 @@ class SQLiteMetadata:
                     upload.created_at,
                     upload.updated_at,
                     upload.lease_until,
+                    upload.lease_owner,
                 ),
             )
 
@@ -676,7 +701,14 @@ class SQLiteMetadata:
         return None if row is None else _upload(row)
 
     async def acquire_upload(
-        self, upload_id: str, repository: str, offset: int | None, now: float, lease: float
+        self,
+        upload_id: str,
+        repository: str,
+        offset: int | None,
+        now: float,
+        lease: float,
+        owner: str = "",
+        take_over: float | None = None,
     ) -> Upload:
         def tx(conn: sqlite3.Connection) -> Upload:
             row = conn.execute(
@@ -686,13 +718,14 @@ class SQLiteMetadata:
             if row is None:
                 raise UploadNotFound(upload_id)
             upload = _upload(row)
-            if upload.lease_until > now:
-                raise UploadBusy(upload_id)
+            if upload.lease_until > now and upload.lease_until != take_over:
+                raise UploadBusy(upload_id, upload.lease_owner, upload.lease_until)
             if offset is not None and offset != upload.offset:
                 raise UploadOffsetMismatch(upload.offset)
-            upload.lease_until = now + lease
+            upload.lease_until, upload.lease_owner = now + lease, owner
             conn.execute(
-                "UPDATE uploads SET lease_until = ? WHERE id = ?", (upload.lease_until, upload_id)
+                "UPDATE uploads SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                (upload.lease_until, owner, upload_id),
             )
             return upload
 
@@ -706,6 +739,20 @@ class SQLiteMetadata:
             (new_lease_until, upload_id, lease_until),
         )
 
+    async def checkpoint_upload(
+        self,
+        upload_id: str,
+        lease_until: float,
+        offset: int,
+        hash_state: bytes | None,
+        now: float,
+    ) -> bool:
+        return await self._change(
+            "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ? "
+            "WHERE id = ? AND lease_until = ?",
+            (offset, hash_state, now, upload_id, lease_until),
+        )
+
     async def release_upload(
         self,
         upload_id: str,
@@ -715,8 +762,8 @@ class SQLiteMetadata:
         now: float,
     ) -> bool:
         return await self._change(
-            "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0 "
-            "WHERE id = ? AND lease_until = ?",
+            "UPDATE uploads SET offset = ?, hash_state = ?, updated_at = ?, lease_until = 0, "
+            "lease_owner = '' WHERE id = ? AND lease_until = ?",
             (offset, hash_state, now, upload_id, lease_until),
         )
 

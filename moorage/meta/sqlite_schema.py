@@ -164,6 +164,11 @@ MIGRATIONS: list[str] = [
     DROP INDEX tag_events_by_tag;
     DROP INDEX tag_events_by_new_digest;
     """,
+    # Upload leases name the process holding them, so that a dead holder's lease can be
+    # taken over before it runs out (moorage.process_identity).
+    """
+    ALTER TABLE uploads ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 

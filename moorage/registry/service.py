@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -14,22 +15,30 @@ from moorage.meta.base import (
     MissingReferences,
     ReferrerRecord,
     TagRefused,
+    push_tags,
 )
 from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
 from moorage.registry.manifests import parse_manifest
 from moorage.registry.tags import TagHistory, TagPolicies, denied
-from moorage.registry.uploads import Uploads
+from moorage.registry.uploads import CHECKPOINT_EVERY, LEASE, Uploads
 from moorage.storage.base import StorageDriver
 
 #: The spec asks registries to accept manifests of at least 4 MiB.
 DEFAULT_MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+#: The most ``tag`` query parameters one manifest push may carry (the spec asks for at least
+#: 10); more are refused with 414.
+MAX_PUSH_TAGS = 100
 
 
 @dataclass(frozen=True, slots=True)
 class Pushed:
     manifest: ManifestRecord
-    previous_digest: str | None
+    #: Every tag the push pointed at the manifest, each once, in the order the request named
+    #: them (the path's tag first).
+    tags: tuple[str, ...]
+    #: For each of them, the digest it pointed at before (None: the push created it).
+    previous: dict[str, str | None]
 
 
 class Manifests:
@@ -68,14 +77,32 @@ class Manifests:
         payload: bytes,
         content_type: str | None,
         actor: Actor,
+        tags: Sequence[str] = (),
     ) -> Pushed:
+        """Store a manifest pushed to ``reference`` (a digest or a tag), and point at it every
+        tag the push names: the path's tag, then the ``tag`` query parameters ``tags``.
+
+        The distribution-spec defines ``tag`` parameters on a push by digest. On a push by tag
+        they are applied too: their meaning ("point these tags at this manifest as well")
+        carries over unchanged, and one rule then holds for every push. Every tag it names is
+        validated like a tag in the path, a tag named twice counts once, and the tag policy
+        judges all of them in the manifest's transaction: all are applied, or, if any is
+        refused, none (DENIED, naming each refused tag and its rule).
+        """
         if len(payload) > self.max_size:
             raise RegistryError(
                 ErrorCode.MANIFEST_INVALID,
                 f"manifest is {len(payload)} bytes; the limit is {self.max_size}",
                 status=413,
             )
-        tag: str | None = None
+        if len(tags) > MAX_PUSH_TAGS:
+            raise RegistryError(
+                ErrorCode.PARAMETER_INVALID,
+                f"a manifest push may carry at most {MAX_PUSH_TAGS} tag parameters, "
+                f"not {len(tags)}",
+                status=414,
+            )
+        names: list[str] = []
         if is_digest(reference):
             expected = Digest.parse(reference)
             digest = Digest.of(payload, expected.algorithm)
@@ -85,18 +112,21 @@ class Manifests:
                     f"manifest has digest {digest}, not {expected} as given in the URL",
                 )
         else:
-            tag = validate_tag(reference)
+            names.append(validate_tag(reference))
             digest = Digest.of(payload)
+        names.extend(validate_tag(tag) for tag in tags)
+        applied = push_tags(names)
         record = parse_manifest(payload, content_type, digest)
         try:
-            if tag is None:
-                result = await self.meta.put_manifest(repository, record, None, actor)
+            if not applied:
+                result = await self.meta.put_manifest(repository, record, (), actor)
             else:
                 result = await self.policies.guarded(
-                    repository, partial(self.meta.put_manifest, repository, record, tag, actor)
+                    repository,
+                    partial(self.meta.put_manifest, repository, record, applied, actor),
                 )
         except TagRefused as exc:
-            raise denied(exc) from None
+            raise denied(exc, pushed=len(applied)) from None
         except MissingReferences as exc:
             raise RegistryError(
                 ErrorCode.MANIFEST_BLOB_UNKNOWN,
@@ -104,7 +134,7 @@ class Manifests:
                 f"{repository}: push them first",
                 detail=[{"kind": r.kind, "digest": r.digest} for r in exc.missing],
             ) from None
-        return Pushed(record, result.previous_digest)
+        return Pushed(record, applied, result.previous)
 
     async def delete(self, repository: str, reference: str, actor: Actor) -> None:
         digest = None
@@ -146,7 +176,8 @@ class Registry:
         *,
         max_manifest_size: int = DEFAULT_MAX_MANIFEST_SIZE,
         upload_ttl: float = 24 * 3600,
-        upload_lease: float = 300,
+        upload_lease: float = LEASE,
+        upload_checkpoint: int = CHECKPOINT_EVERY,
         download_redirect: float | None = None,
     ) -> None:
         self.storage = storage
@@ -154,7 +185,9 @@ class Registry:
         self.download_redirect = download_redirect
         self.meta = meta
         self.blobs = Blobs(storage, meta)
-        self.uploads = Uploads(storage, meta, ttl=upload_ttl, lease=upload_lease)
+        self.uploads = Uploads(
+            storage, meta, ttl=upload_ttl, lease=upload_lease, checkpoint_every=upload_checkpoint
+        )
         self.policies = TagPolicies(meta)
         self.history = TagHistory(meta, self.policies)
         self.manifests = Manifests(meta, self.policies, max_size=max_manifest_size)

@@ -14,7 +14,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from moorage.errors import ErrorCode, RegistryError
 from moorage.meta.base import (
@@ -36,15 +36,31 @@ T = TypeVar("T")
 GUARD_ATTEMPTS = 5
 
 
-def denied(exc: TagRefused, deleting: str | None = None, blob: str | None = None) -> RegistryError:
+def _detail(refusal: Refusal) -> dict[str, str | None]:
+    return {
+        "repository": refusal.repository,
+        "tag": refusal.tag,
+        "digest": refusal.current_digest,
+        "attempted": refusal.attempted_digest,
+        "rule": refusal.rule,
+    }
+
+
+def denied(
+    exc: TagRefused, deleting: str | None = None, blob: str | None = None, pushed: int = 1
+) -> RegistryError:
     """The OCI error a client sees for a refused tag change.
 
     ``deleting`` is the manifest a DELETE named; when the refused tag points at an index that
     lists it rather than at it, the message says so. ``blob`` is the blob a DELETE named,
-    which the tag's image uses.
+    which the tag's image uses. ``pushed`` is how many tags a refused push named: with more
+    than one, the message names every refused tag and says that none was changed, and the
+    detail lists every refusal under ``refused``.
     """
     refusal = exc.refusal
-    message = refusal.message
+    message = "; ".join(r.message for r in exc.refusals)
+    if pushed > 1:
+        message += f"; none of the {pushed} tags of this push was changed"
     rule = f"rule {refusal.rule!r}" if refusal.rule else "the default policy"
     if blob is not None:
         message = (
@@ -56,17 +72,10 @@ def denied(exc: TagRefused, deleting: str | None = None, blob: str | None = None
             f"manifest {deleting} cannot be deleted: it is listed by {refusal.current_digest}, "
             f"which immutable tag {refusal.repository}:{refusal.tag} points at ({rule})"
         )
-    return RegistryError(
-        ErrorCode.DENIED,
-        message,
-        detail={
-            "repository": refusal.repository,
-            "tag": refusal.tag,
-            "digest": refusal.current_digest,
-            "attempted": refusal.attempted_digest,
-            "rule": refusal.rule,
-        },
-    )
+    detail: dict[str, Any] = _detail(refusal)
+    if len(exc.refusals) > 1:
+        detail["refused"] = [_detail(r) for r in exc.refusals]
+    return RegistryError(ErrorCode.DENIED, message, detail=detail)
 
 
 def _refusal(

@@ -8,12 +8,18 @@ and that ``tests/storage`` checks for each of them:
 - an object written through ``open_writer`` is private until ``commit`` moves it to its final
   key; ``commit`` makes it durable first.
 - ``open_writer(key, offset)`` continues an object at ``offset``, discarding anything stored
-  beyond it (left behind by a write that failed half way).
+  beyond it (left behind by a write that failed half way, or by a process that died).
+- a writer's ``checkpoint`` makes what it has written so far durable while it goes on
+  writing, so that a process that dies mid-write leaves a prefix that can be continued.
+- two writers of one key never mix their bytes: while one is open (neither closed nor
+  aborted), ``open_writer`` of the same key raises ``WriterBusy`` (filesystem: a lock the
+  kernel drops when the process dies; memory), or the later of two writers to store fails
+  (S3: descriptors are replaced ``If-Match``, segments never change).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Protocol
 
 
@@ -27,6 +33,14 @@ class ObjectNotFound(StorageError):
         self.key = key
 
 
+class WriterBusy(StorageError):
+    """Another writer of the object is still open, in a process that still runs."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"another writer still has {key} open")
+        self.key = key
+
+
 class Writer(Protocol):
     """Appends to an object opened by :meth:`StorageDriver.open_writer`."""
 
@@ -34,6 +48,17 @@ class Writer(Protocol):
     def size(self) -> int: ...
 
     async def write(self, data: bytes) -> None: ...
+
+    async def checkpoint(self) -> Awaitable[None]:
+        """Start making the bytes written so far durable, without waiting for them.
+
+        Returns once the writer has taken note of the current ``size`` (at worst after the
+        wait a ``write`` may have), with an awaitable that completes when every byte up to
+        that size is durable and would be kept by ``open_writer(key, size)`` in any process,
+        even if this one died before ``close``; it raises if they could not be made so.
+        Writes may go on meanwhile. ``close`` and ``abort`` wait for the checkpoints still
+        under way; after ``abort`` the bytes up to a checkpoint that completed are kept.
+        """
 
     async def close(self) -> None:
         """Flush buffered bytes so that another process can continue the object."""
@@ -63,7 +88,8 @@ class StorageDriver(Protocol):
         """Store a small object atomically and durably."""
 
     async def open_writer(self, key: str, offset: int = 0) -> Writer:
-        """Open ``key`` for writing at ``offset`` (0 creates or truncates it)."""
+        """Open ``key`` for writing at ``offset`` (0 creates or truncates it); WriterBusy if
+        a writer of ``key`` is still open (where the driver can tell)."""
 
     async def commit(self, source: str, target: str) -> None:
         """Make ``source`` durable and move it to ``target`` atomically.

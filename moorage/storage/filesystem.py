@@ -3,7 +3,9 @@
 Durability: ``put`` and ``commit`` fsync the file, rename it into place and fsync the directory,
 so a crash leaves either the old state or the complete new object, never part of one. Writers
 start background ``fdatasync`` calls while a large object streams in, so the final sync at
-``commit`` has little left to flush.
+``commit`` has little left to flush. A writer's ``checkpoint`` is such a sync too, started once
+the bytes written so far have reached the file (the first one also syncs the directory that
+holds the file), while the following bytes go on being written.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from pathlib import Path
 
-from moorage.storage.base import Chunk, ObjectNotFound, StorageError
+from moorage.storage.base import Chunk, ObjectNotFound, StorageError, WriterBusy
 
 _BUFFER = 1024 * 1024
 _SYNC_EVERY = 64 * 1024 * 1024
@@ -41,7 +44,7 @@ class FileWriter:
     final sync at commit has little left to do.
     """
 
-    def __init__(self, fd: int, offset: int) -> None:
+    def __init__(self, fd: int, offset: int, directory: Path) -> None:
         self._fd = fd
         self._size = offset
         self._batch: list[bytes] = []
@@ -49,6 +52,9 @@ class FileWriter:
         self._in_flight: asyncio.Future[None] | None = None
         self._unsynced = 0
         self._sync: asyncio.Future[None] | None = None
+        self._directory: Path | None = directory  # None once synced
+        self._checkpoints: list[asyncio.Future[None]] = []
+        self._finished = False  # closed or aborted: the descriptor is released
 
     @property
     def size(self) -> int:
@@ -75,6 +81,32 @@ class FileWriter:
             self._unsynced += sum(len(part) for part in batch)
             self._in_flight = loop.run_in_executor(None, self._write_all, batch)
 
+    async def checkpoint(self) -> Awaitable[None]:
+        await self._submit()
+        written, directory = self._in_flight, self._directory
+        self._directory = None
+        self._unsynced = 0
+        durable = asyncio.ensure_future(self._make_durable(written, directory))
+        self._checkpoints = [c for c in self._checkpoints if not c.done()]
+        self._checkpoints.append(durable)
+        return durable
+
+    async def _make_durable(
+        self, written: asyncio.Future[None] | None, directory: Path | None
+    ) -> None:
+        """Once the write holding the last byte is done, fdatasync (and the directory)."""
+        if written is not None:
+            await asyncio.shield(written)
+        await asyncio.get_running_loop().run_in_executor(None, self._sync_data, directory)
+
+    def _sync_data(self, directory: Path | None) -> None:
+        try:
+            os.fdatasync(self._fd)
+            if directory is not None:
+                _fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"sync failed: {exc}") from exc
+
     def _write_all(self, batch: list[bytes]) -> None:
         if len(batch) > 256:  # stay far below IOV_MAX
             batch = [b"".join(batch)]
@@ -90,15 +122,23 @@ class FileWriter:
         except OSError as exc:
             raise StorageError(f"write failed: {exc}") from exc
 
-    async def _settle(self) -> None:
-        for future in (self._in_flight, self._sync):
-            if future is not None:
+    async def _settle(self, *, failures: bool = True) -> None:
+        """Wait for every write and sync under way; raise the first failure if ``failures``."""
+        for future in (self._in_flight, self._sync, *self._checkpoints):
+            if future is None:
+                continue
+            try:
                 await asyncio.shield(future)
+            except Exception:
+                if failures:
+                    raise
         self._in_flight = self._sync = None
+        self._checkpoints = []
 
     def _release_descriptor(self) -> None:
         """Close the file now, or once the threads still using it have finished."""
-        busy = [f for f in (self._in_flight, self._sync) if f is not None and not f.done()]
+        running = (self._in_flight, self._sync, *self._checkpoints)
+        busy = [f for f in running if f is not None and not f.done()]
         if not busy:
             os.close(self._fd)
             return
@@ -106,6 +146,9 @@ class FileWriter:
         waiter.add_done_callback(lambda _: os.close(self._fd))
 
     async def close(self) -> None:
+        if self._finished:
+            raise StorageError("writer already closed")
+        self._finished = True
         try:
             await self._submit()
             await self._settle()
@@ -113,9 +156,11 @@ class FileWriter:
             self._release_descriptor()
 
     async def abort(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
         try:
-            with contextlib.suppress(Exception):
-                await self._settle()
+            await self._settle(failures=False)
         finally:
             self._release_descriptor()
 
@@ -228,21 +273,31 @@ class FilesystemDriver:
         _fsync_dir(path.parent)
 
     async def open_writer(self, key: str, offset: int = 0) -> FileWriter:
+        """The writer holds an exclusive ``flock`` on the file until it is closed or aborted
+        (the kernel drops it when the process dies): a writer whose process stalled past its
+        lease can never write into bytes a later writer has taken over."""
         path = self._path(key)
         if offset == 0:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         else:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 raise ObjectNotFound(key) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(fd).st_size < offset:
-                os.close(fd)
                 raise StorageError(f"{key} is shorter than offset {offset}")
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
-        return FileWriter(fd, offset)
+        except BlockingIOError:
+            os.close(fd)
+            raise WriterBusy(key) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileWriter(fd, offset, path.parent)
 
     async def commit(self, source: str, target: str) -> None:
         await asyncio.to_thread(self._commit, self._path(source), self._path(target))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 
-from moorage.storage.base import ObjectNotFound
+from moorage.storage.base import ObjectNotFound, WriterBusy
 
 _READ_CHUNK = 1 << 20
 
 
 class MemoryWriter:
-    def __init__(self, store: dict[str, bytearray], key: str) -> None:
+    def __init__(self, store: dict[str, bytearray], key: str, open_keys: set[str]) -> None:
         self._store = store
         self._key = key
+        self._open_keys = open_keys
 
     @property
     def size(self) -> int:
@@ -21,16 +23,23 @@ class MemoryWriter:
     async def write(self, data: bytes) -> None:
         self._store.setdefault(self._key, bytearray()).extend(data)
 
+    async def checkpoint(self) -> Awaitable[None]:
+        """Every write is already as durable as this driver gets (the process's memory)."""
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
     async def close(self) -> None:
-        return None
+        self._open_keys.discard(self._key)
 
     async def abort(self) -> None:
-        return None
+        self._open_keys.discard(self._key)
 
 
 class MemoryDriver:
     def __init__(self) -> None:
         self._objects: dict[str, bytearray] = {}
+        self._writing: set[str] = set()  # keys with an open writer
 
     async def stat(self, key: str) -> int | None:
         data = self._objects.get(key)
@@ -57,6 +66,8 @@ class MemoryDriver:
         self._objects[key] = bytearray(data)
 
     async def open_writer(self, key: str, offset: int = 0) -> MemoryWriter:
+        if key in self._writing:
+            raise WriterBusy(key)
         current = self._objects.get(key)
         if offset and (current is None or len(current) < offset):
             raise ObjectNotFound(key)
@@ -64,7 +75,8 @@ class MemoryDriver:
             self._objects[key] = bytearray()
         else:
             del current[offset:]
-        return MemoryWriter(self._objects, key)
+        self._writing.add(key)
+        return MemoryWriter(self._objects, key, self._writing)
 
     async def commit(self, source: str, target: str) -> None:
         data = self._objects.pop(source, None)

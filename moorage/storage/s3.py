@@ -25,7 +25,9 @@ Operations (``s3_descriptor.py`` has the descriptor format):
 - ``open_writer(key, offset)`` reads the descriptor and cuts it at ``offset`` (a segment
   straddling it is kept as a shorter prefix; nothing is rewritten). ``close`` appends one new
   segment (one PUT, or a multipart upload when larger than a part) and replaces the
-  descriptor on the condition that nobody replaced it meanwhile (``s3_writer.py``).
+  descriptor on the condition that nobody replaced it meanwhile (``s3_writer.py``). A
+  writer's ``checkpoint`` does the same for the bytes so far and goes on in a new segment, so
+  a long upload is a descriptor of one segment per checkpoint interval.
   Writers of one key may run in different processes, one after the other.
 - ``commit(source, target)`` marks the source descriptor as moving to ``target``, creates
   the target descriptor with ``If-None-Match: *``, then deletes the source descriptor. If the

@@ -1,7 +1,7 @@
-"""The S3 driver's writer: one writer session stores one new segment, then the descriptor.
+"""The S3 driver's writer: each writer session stores new segments, then the descriptor.
 
 Bytes are batched into writes of about 1 MiB and handed to obstore's buffered writer, which
-sends one PUT if the session stays under the part size and otherwise a multipart upload with
+sends one PUT if the segment stays under the part size and otherwise a multipart upload with
 a bounded number of parts in flight, so memory stays at about ``(concurrency + 1) * part``.
 
 ``close`` completes the segment, then replaces the descriptor under the condition that it is
@@ -9,13 +9,20 @@ still the one the writer started from (``If-Match`` its ETag, or ``If-None-Match
 key), then deletes the segments the writer cut off. A crash at any point leaves the old
 descriptor or the new one, never one that names a missing segment: at worst a segment (or an
 unfinished multipart upload) nobody references.
+
+``checkpoint`` does the same in the background for the bytes written so far: the current
+segment is completed and appended to the descriptor (``If-Match`` the ETag the previous
+descriptor write returned), while the following bytes go into a new segment. Descriptor
+writes are chained, each after the one before, so they apply in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from moorage.storage.base import StorageError
@@ -31,6 +38,21 @@ log = logging.getLogger("moorage.storage.s3")
 #: there costs tens of microseconds, while request bodies arrive in 16-256 KiB chunks.
 BATCH = 1 << 20
 SEGMENT_ATTRIBUTES = {"Content-Type": "application/octet-stream"}
+
+
+@dataclass(slots=True)
+class _OpenSegment:
+    """A segment being written: its id, object path, obstore writer and byte count."""
+
+    id: str
+    path: str
+    file: AsyncWritableFile
+    written: int = 0
+
+    async def abort(self) -> None:
+        """Abort its multipart upload (bytes still in obstore's buffer were never sent)."""
+        with contextlib.suppress(Exception):
+            await self.file.__aexit__(StorageError, StorageError("aborted"), None)
 
 
 class S3Writer:
@@ -52,6 +74,7 @@ class S3Writer:
         self._bucket = bucket
         self._key = key
         self._path = path
+        #: The descriptor as last stored (or, while ``_changed``, as it is to be stored).
         self._base = base
         self._condition = condition
         self._changed = changed
@@ -61,11 +84,12 @@ class S3Writer:
         self._part_size = part_size
         self._concurrency = concurrency
         self._size = base.size
-        self._written = 0
         self._pending: list[bytes] = []
         self._pending_size = 0
-        self._segment: tuple[str, str] | None = None  # (id, path)
-        self._file: AsyncWritableFile | None = None
+        self._segment: _OpenSegment | None = None
+        #: The last descriptor write started (by a checkpoint or close); each waits for the one
+        #: before it.
+        self._storing: asyncio.Future[None] | None = None
         self._done = False
 
     @property
@@ -89,41 +113,64 @@ class S3Writer:
             return
         batch = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending, self._pending_size = [], 0
-        if self._file is None:
-            self._segment = self._new_segment()
-            self._file = self._bucket.open_writer(
-                self._segment[1],
+        if self._segment is None:
+            segment_id, segment_path = self._new_segment()
+            file = self._bucket.open_writer(
+                segment_path,
                 self._key,
                 self._part_size,
                 self._concurrency,
                 SEGMENT_ATTRIBUTES,
             )
+            self._segment = _OpenSegment(segment_id, segment_path, file)
         with translated(self._key):
-            await self._file.write(batch)
-        self._written += len(batch)
+            await self._segment.file.write(batch)
+        self._segment.written += len(batch)
+
+    async def _hand_over(self) -> asyncio.Future[None]:
+        """Send what is buffered, then store the current segment and the descriptor naming it
+        in the background, after the descriptor writes already under way."""
+        try:
+            await self._flush()
+        except BaseException:
+            await self._abort_segment()
+            raise
+        segment, self._segment = self._segment, None
+        self._storing = asyncio.ensure_future(self._store(self._storing, segment))
+        return self._storing
+
+    async def checkpoint(self) -> Awaitable[None]:
+        if self._done:
+            raise StorageError(f"{self._key}: checkpoint after close")
+        return await self._hand_over()
 
     async def close(self) -> None:
         """Store the segment, then the descriptor that appends it; see the module docstring."""
         if self._done:
             raise StorageError(f"{self._key}: writer already closed")
         self._done = True
-        descriptor = self._base
+        await (await self._hand_over())
+
+    async def _store(
+        self, previous: asyncio.Future[None] | None, segment: _OpenSegment | None
+    ) -> None:
         try:
-            await self._flush()
-            if self._file is not None:
+            if previous is not None:
+                await asyncio.shield(previous)
+            if segment is not None:
                 with translated(self._key):
-                    await self._file.close()
+                    await segment.file.close()
         except BaseException:
-            await self._abort_segment()
+            if segment is not None:
+                await segment.abort()
             raise
-        if self._segment is not None:
-            descriptor = descriptor.appended(
-                Segment(self._segment[0], self._written, self._written)
-            )
+        descriptor = self._base
+        if segment is not None:
+            descriptor = descriptor.appended(Segment(segment.id, segment.written, segment.written))
         elif not self._changed:
             return
         try:
-            await self._bucket.put(
+            e_tag = await self._bucket.put(
                 self._path,
                 self._key,
                 descriptor.encode(),
@@ -132,10 +179,12 @@ class S3Writer:
             )
         except Conflict:
             # Another writer replaced the descriptor: ours was not written, drop the segment.
-            await self._delete_quietly([self._segment[1]] if self._segment else [])
+            await self._delete_quietly([segment.path] if segment else [])
             raise StorageError(f"{self._key} was changed by another writer") from None
         # Whether a failed PUT took effect is unknown, so its segment is left in place.
-        await self._delete_quietly([self._segment_path(segment) for segment in self._dropped])
+        self._base, self._condition, self._changed = descriptor, e_tag or "overwrite", False
+        dropped, self._dropped = self._dropped, []
+        await self._delete_quietly([self._segment_path(segment) for segment in dropped])
 
     async def abort(self) -> None:
         if self._done:
@@ -143,15 +192,19 @@ class S3Writer:
         self._done = True
         self._pending.clear()
         await self._abort_segment()
+        if self._storing is not None:
+            # A checkpoint under way completes (or fails) first: what it stores is kept.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._storing)
 
     async def _abort_segment(self) -> None:
-        """Abort the multipart upload (a segment still in the buffer was never sent)."""
-        file, self._file = self._file, None
-        if file is not None:
-            with contextlib.suppress(Exception):
-                await file.__aexit__(StorageError, StorageError("aborted"), None)
+        segment, self._segment = self._segment, None
+        if segment is not None:
+            await segment.abort()
 
     async def _delete_quietly(self, paths: list[str]) -> None:
+        if not paths:
+            return
         try:
             await self._bucket.delete(paths, self._key)
         except StorageError as exc:

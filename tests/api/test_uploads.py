@@ -47,7 +47,9 @@ async def test_post_then_put(client: Client) -> None:
     uuid.UUID(upload_id)
     assert location == f"/v2/{NAME}/blobs/uploads/{upload_id}"
     assert resp.headers["Docker-Upload-UUID"] == upload_id
+    # A 202 keeps Distribution's "0-0" for an empty upload (Docker's client parses it).
     assert resp.headers["Range"] == "0-0"
+    assert resp.headers["Upload-Offset"] == "0"
     resp = await client.put(with_query(location, digest=DATA.digest), data=DATA.data)
     assert resp.status == 201, await resp.text()
     assert resp.headers["Location"] == f"/v2/{NAME}/blobs/{DATA.digest}"
@@ -122,12 +124,15 @@ async def test_status_is_204_with_range_and_location(client: Client) -> None:
     resp = await client.get(location)
     assert resp.status == 204
     assert resp.headers["Location"] == location
-    assert resp.headers["Range"] == "0-0"
+    # The status of an empty upload says so exactly: no last byte, the next one is 0.
+    assert resp.headers["Range"] == "0--1"
+    assert resp.headers["Upload-Offset"] == "0"
     await patch_chunk(client, location, DATA.data[:1000], 0)
     resp = await client.get(location)
     assert resp.status == 204
     assert resp.headers["Location"] == location
     assert resp.headers["Range"] == "0-999"
+    assert resp.headers["Upload-Offset"] == "1000"
     assert resp.headers["Docker-Upload-UUID"] == location.rsplit("/", 1)[1]
 
 
@@ -157,7 +162,8 @@ async def test_first_chunk_not_at_zero_is_416(client: Client) -> None:
     location = await start_upload(client, NAME)
     resp = await patch_chunk(client, location, DATA.data[10:20], 10)
     await assert_error(resp, 416, "BLOB_UPLOAD_INVALID")
-    assert resp.headers["Range"] == "0-0"
+    assert resp.headers["Range"] == "0--1"
+    assert resp.headers["Upload-Offset"] == "0"
     assert resp.headers["Location"] == location
     await push_blob_chunked(client, NAME, DATA, 7000)
 

@@ -239,7 +239,7 @@ async def test_replicas_creating_one_repository_at_once(replicas: list[PostgresM
             elif i % 3 == 1:
                 calls.append(handle.mount_blob(name, blob, "source"))
             else:
-                calls.append(handle.put_manifest(name, manifest(f"{name}-{i}"), None, ACTOR))
+                calls.append(handle.put_manifest(name, manifest(f"{name}-{i}"), (), ACTOR))
     await asyncio.gather(*calls)
     assert await replicas[1].list_repositories(None, None) == sorted([*names, "source"])
     for name in names:

@@ -38,7 +38,7 @@ async def write_history(meta: MetadataStore) -> None:
     with pytest.raises(TagRefused):
         await meta.put_manifest("a", three, "v1", ALICE, frozen)
     assert await meta.delete_manifest("a", one.digest, ACTOR)
-    await meta.put_manifest("a", one, None, ACTOR)
+    await meta.put_manifest("a", one, (), ACTOR)
     assert await meta.restore_tag("a", "u", one.digest, ALICE) is None
     await meta.put_manifest("a", three, "t", ACTOR)
 

@@ -91,7 +91,7 @@ async def test_refusals_change_nothing_but_are_recorded(meta: MetadataStore) -> 
         await meta.delete_tag("repo", "v1", ALICE, guard)
     with pytest.raises(TagRefused):
         await meta.delete_manifest("repo", one.digest, ALICE, guard)
-    await meta.put_manifest("repo", two, None, ACTOR)  # untagged
+    await meta.put_manifest("repo", two, (), ACTOR)  # untagged
     with pytest.raises(TagRefused):
         await meta.restore_tag("repo", "v1", two.digest, ALICE, guard)
     resolved = await meta.resolve_tag("repo", "v1")
@@ -105,7 +105,7 @@ async def test_refusals_change_nothing_but_are_recorded(meta: MetadataStore) -> 
 
 async def test_restore_needs_a_manifest_of_the_repository(meta: MetadataStore) -> None:
     record = manifest("elsewhere")
-    await meta.put_manifest("other", record, None, ACTOR)
+    await meta.put_manifest("other", record, (), ACTOR)
     with pytest.raises(ManifestNotFound):
         await meta.restore_tag("repo", "t", record.digest, ACTOR)
 
@@ -334,7 +334,7 @@ async def test_a_guard_for_a_replaced_policy_changes_nothing(meta: MetadataStore
     await meta.add_blob("repo", layer, 10)
     one, two = manifest("one", Reference("blob", layer)), manifest("two")
     await meta.put_manifest("repo", one, "t", ACTOR)
-    await meta.put_manifest("repo", two, None, ACTOR)
+    await meta.put_manifest("repo", two, (), ACTOR)
     assert await meta.set_policy('{"rules": []}', ACTOR, "api", None) == 1
     before = await meta.tag_history("repo", "t", None, None)
 
@@ -371,7 +371,7 @@ async def test_no_tag_moves_once_a_policy_freezing_it_commits(open_meta: Opener)
         policies = TagPolicies(pusher)
         one, two = manifest("one"), manifest("two")
         await pusher.put_manifest("repo", one, "v1", ACTOR)
-        await pusher.put_manifest("repo", two, None, ACTOR)
+        await pusher.put_manifest("repo", two, (), ACTOR)
         frozen = Policy.from_dict({"rules": [{"tags": "v*", "mode": "immutable"}]})
         stop = asyncio.Event()
         pushed = 0

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from moorage.storage.base import ObjectNotFound, StorageDriver
+from moorage.storage.base import ObjectNotFound, StorageDriver, StorageError, Writer, WriterBusy
 from tests.storage.conftest import Reopen
 
 
@@ -260,3 +260,107 @@ async def test_list_keys_by_partial_name(driver: StorageDriver) -> None:
         "uploads/u",
     ]
     assert [k async for k in driver.list_keys("uploads/u")] == ["uploads/u"]
+
+
+# -- checkpoints: what a writer has made durable outlives it ----------------------------------
+
+MIB = 1024 * 1024
+
+
+async def write_in_pieces(writer: Writer, data: bytes, piece: int = 100_000) -> None:
+    for start in range(0, len(data), piece):
+        await writer.write(data[start : start + piece])
+
+
+async def test_checkpoint_outlives_a_writer_that_never_finishes(
+    driver: StorageDriver, reopen: Reopen
+) -> None:
+    """A process dies after a checkpoint: another one resumes at the checkpoint's offset."""
+    first = os.urandom(3 * MIB + 5)
+    writer = await driver.open_writer("uploads/ck", 0)
+    await write_in_pieces(writer, first)
+    durable = await writer.checkpoint()
+    await writer.write(b"after the checkpoint" * 1000)  # never closed: lost with the process
+    await durable
+    other = reopen()
+    size = await other.stat("uploads/ck")
+    assert size is not None and size >= len(first)
+    await writer.abort()  # what the process's end does: the writer is gone, never closed
+    resumed = await other.open_writer("uploads/ck", len(first))
+    assert resumed.size == len(first)
+    await resumed.write(b"!")
+    await resumed.close()
+    assert await other.get("uploads/ck") == first + b"!"
+
+
+async def test_abort_waits_for_checkpoints_and_keeps_them(driver: StorageDriver) -> None:
+    data = os.urandom(2 * MIB)
+    writer = await driver.open_writer("uploads/ab", 0)
+    await write_in_pieces(writer, data[: 3 * MIB // 2])
+    durable = asyncio.ensure_future(await writer.checkpoint())
+    await write_in_pieces(writer, data[3 * MIB // 2 :])
+    await writer.abort()
+    assert durable.done()
+    await durable
+    writer = await driver.open_writer("uploads/ab", 3 * MIB // 2)
+    await writer.write(b"end")
+    await writer.close()
+    assert await driver.get("uploads/ab") == data[: 3 * MIB // 2] + b"end"
+
+
+async def test_checkpoints_while_writing_and_resuming_at_each(driver: StorageDriver) -> None:
+    """Writes go on while checkpoints complete; every checkpoint is a place to resume from."""
+    parts = [os.urandom(n) for n in (700_000, 1_300_000, 5, 0, 2 * MIB)]
+    writer = await driver.open_writer("uploads/cks", 0)
+    offsets: list[int] = []
+    durable: list[asyncio.Future[None]] = []
+    for part in parts:
+        await write_in_pieces(writer, part, 64 * 1024)
+        durable.append(asyncio.ensure_future(await writer.checkpoint()))
+        offsets.append(writer.size)
+    await writer.write(b"tail")
+    await writer.close()
+    assert all(future.done() for future in durable)
+    await asyncio.gather(*durable)
+    data = b"".join(parts) + b"tail"
+    assert await driver.stat("uploads/cks") == len(data)
+    assert await driver.get("uploads/cks") == data
+    for offset in reversed(offsets):
+        writer = await driver.open_writer("uploads/cks", offset)
+        await writer.write(b"X")
+        await writer.close()
+        assert await driver.get("uploads/cks") == data[:offset] + b"X"
+    await driver.commit("uploads/cks", "blobs/cks")
+    assert await driver.get("blobs/cks") == data[: offsets[0]] + b"X"
+
+
+async def test_checkpoint_of_an_empty_writer(driver: StorageDriver, reopen: Reopen) -> None:
+    writer = await driver.open_writer("uploads/none", 0)
+    await (await writer.checkpoint())
+    await writer.abort()
+    assert await reopen().stat("uploads/none") == 0
+
+
+async def test_two_writers_of_one_key_never_mix(driver: StorageDriver, reopen: Reopen) -> None:
+    """A writer still open (its process stalled past its lease) and a later one: the later
+    one is refused, or the first one's bytes never land; the object is one writer's bytes."""
+    base = os.urandom(700_000)
+    await write_sessions(driver, "uploads/two", [base])
+    stalled = await driver.open_writer("uploads/two", len(base))
+    await stalled.write(b"S" * 1_200_000)
+    await (await stalled.checkpoint())
+    await stalled.write(b"s" * 300_000)
+    other = reopen()
+    try:
+        later = await other.open_writer("uploads/two", len(base))
+    except WriterBusy:
+        await stalled.close()  # the first writer goes on and finishes alone
+        assert await other.get("uploads/two") == base + b"S" * 1_200_000 + b"s" * 300_000
+        return
+    await later.write(b"L" * 500_000)
+    await later.close()
+    with pytest.raises(StorageError):
+        await stalled.write(b"s" * 2_000_000)
+        await stalled.close()
+    await stalled.abort()
+    assert await other.get("uploads/two") == base + b"L" * 500_000

@@ -9,7 +9,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from moorage.api.errors import API_VERSION_HEADER
-from moorage.errors import ErrorCode, RegistryError
+from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
 from moorage.meta.base import Actor
 
 API_HEADERS = {API_VERSION_HEADER[0]: API_VERSION_HEADER[1]}
@@ -65,6 +65,36 @@ def content_length(request: web.Request) -> int | None:
     return int(raw)
 
 
+class RequestBody:
+    """The request body, chunk by chunk as it arrives (``async for``), counting the bytes.
+
+    A client that goes away mid-body makes aiohttp raise ``ConnectionResetError`` from the
+    read ("Connection lost" when the connection closed, the socket's error when it was reset;
+    plain TCP and TLS alike), and the handler is not cancelled: that becomes
+    ``ClientDisconnected``, a normal event rather than a server failure. (An iterator of its
+    own rather than an async generator: one call less per chunk.)
+    """
+
+    __slots__ = ("_read", "received")
+
+    def __init__(self, request: web.Request) -> None:
+        self._read = request.content.readany
+        self.received = 0
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._read()
+        except ConnectionError as exc:
+            raise ClientDisconnected(self.received) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        self.received += len(chunk)
+        return chunk
+
+
 async def read_body(request: web.Request, limit: int, what: str) -> bytes:
     """The whole request body, refused with 413 once it grows past ``limit`` bytes."""
     declared = request.content_length
@@ -72,7 +102,7 @@ async def read_body(request: web.Request, limit: int, what: str) -> bytes:
         raise _too_large(what, limit)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in RequestBody(request):
         total += len(chunk)
         if total > limit:
             raise _too_large(what, limit)

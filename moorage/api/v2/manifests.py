@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
+from multidict import CIMultiDict
 
 from moorage.api.v2.common import API_HEADERS, REQUEST_ID_HEADER, actor, read_body
 from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.manifests import accepts
 from moorage.registry.service import Registry
+
+#: The longest ``OCI-Tag`` field line. The tags a push applied go comma-separated onto as many
+#: lines as they need (RFC 9110, section 5.3: the two forms mean the same), so that neither a
+#: line nor the number of lines outgrows what clients and proxies accept (aiohttp's client
+#: takes lines of up to 8190 bytes, Python's http.client at most 100 header lines, HAProxy
+#: 101 by default).
+OCI_TAG_LINE = 1000
+
+
+def oci_tag_lines(tags: Sequence[str]) -> list[str]:
+    """``OCI-Tag`` field values listing ``tags``, each at most ``OCI_TAG_LINE`` long."""
+    lines: list[str] = []
+    for tag in tags:
+        if lines and len(lines[-1]) + 2 + len(tag) <= OCI_TAG_LINE:
+            lines[-1] += f", {tag}"
+        else:
+            lines.append(tag)
+    return lines
 
 
 async def get_manifest(
@@ -39,18 +60,29 @@ async def put_manifest(
     payload = await read_body(request, registry.manifests.max_size, "manifest")
     who = actor(request)
     pushed = await registry.manifests.put(
-        name, reference, payload, request.headers.get("Content-Type"), who
+        name,
+        reference,
+        payload,
+        request.headers.get("Content-Type"),
+        who,
+        request.query.getall("tag", ()),
     )
     digest = pushed.manifest.digest
-    headers = {
-        **API_HEADERS,
-        "Location": f"/v2/{name}/manifests/{digest}",
-        "Docker-Content-Digest": digest,
-        "Content-Length": "0",
-        REQUEST_ID_HEADER: who.request_id,
-    }
+    headers = CIMultiDict(
+        {
+            **API_HEADERS,
+            "Location": f"/v2/{name}/manifests/{digest}",
+            "Docker-Content-Digest": digest,
+            "Content-Length": "0",
+            REQUEST_ID_HEADER: who.request_id,
+        }
+    )
     if pushed.manifest.subject is not None:
         headers["OCI-Subject"] = pushed.manifest.subject
+    # Every tag the push points at the manifest, the path's included (the spec asks for the
+    # tag parameters of a push by digest).
+    for line in oci_tag_lines(pushed.tags):
+        headers.add("OCI-Tag", line)
     return web.Response(status=201, headers=headers)
 
 

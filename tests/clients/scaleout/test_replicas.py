@@ -146,11 +146,12 @@ def test_replica_killed_mid_upload_leaves_nothing_visible_and_a_retry_succeeds(
         for survivor in survivors:
             # Nothing of the torn upload is visible as a blob.
             assert request(survivor, "HEAD", f"/v2/{repo}/blobs/{digest}").status == 404
-            # The session is intact: its recorded progress is what was committed (nothing,
-            # since the killed request never finished).
+            # The session is intact: its recorded progress is what was committed (nothing:
+            # the killed request never finished, nor reached its first checkpoint).
             status = request(survivor, "GET", location)
             assert status.status == 204, status.body
-            assert status.header("Range") == "0-0"
+            assert status.header("Range") == "0--1"
+            assert status.header("Upload-Offset") == "0"
         wrong = request(survivors[0], "PUT", with_query(location, digest=digest))
         assert wrong.status >= 400
         # The client's retry: a new upload through the front door, which routes around the
