@@ -6,13 +6,15 @@ spreads new connections evenly over the sockets (one shared socket let whichever
 first accept a whole burst). The parent keeps the sockets open, so a worker that dies is
 replaced on the same socket and the connections waiting in its queue are not lost. Workers
 share nothing in memory: everything they must agree on lives in the metadata store and
-storage.
+storage. A worker asks the kernel for SIGTERM when its parent dies, so a parent killed
+outright (SIGKILL, the OOM killer) never leaves workers serving without a supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -158,6 +160,23 @@ def run_worker(settings: Settings, listeners: Listeners) -> None:
     asyncio.run(_serve_worker(settings, listeners))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux); exit at once
+    if the parent is already gone (it died before the request was made)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _run_forked_worker(settings: Settings, listeners: Listeners, parent: int) -> None:
+    _stop_with_parent(parent)
+    run_worker(settings, listeners)
+
+
 def _prepare(settings: Settings) -> None:
     """Once, before the workers start: create the data directory, bring the database schema
     up to date, install the configured tag policy, and build the admission webhooks once so
@@ -228,7 +247,9 @@ def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> in
     quick_deaths = 0
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=run_worker, args=(settings, listeners[index]))
+        process = context.Process(
+            target=_run_forked_worker, args=(settings, listeners[index], os.getpid())
+        )
         process.start()
         started[index] = time.monotonic()
         return process

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support.http import location_path, request, sha256, with_query
 from tests.support.server import RunningRegistry, start_moorage
 
@@ -95,6 +97,28 @@ def test_dead_worker_is_replaced_and_shutdown_is_clean(fresh_moorage: RunningReg
     fresh_moorage.process.send_signal(signal.SIGTERM)
     assert fresh_moorage.process.wait(timeout=15) == 0
     assert "Traceback" not in fresh_moorage.logs()
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed workers may wait to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def test_workers_stop_when_the_parent_is_killed(fresh_moorage: RunningRegistry) -> None:
+    pids = worker_pids(fresh_moorage)
+    assert len(pids) == 2
+    fresh_moorage.process.kill()  # SIGKILL: the supervisor gets no chance to stop them
+    fresh_moorage.process.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if _running(pid)], "workers outlived their parent"
+    with pytest.raises(OSError):
+        request(fresh_moorage.address, "GET", "/v2/")
 
 
 def test_a_second_registry_cannot_share_the_port(
