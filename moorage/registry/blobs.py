@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
 from moorage.meta.base import Actor, MetadataStore, TagGuard
@@ -9,10 +11,19 @@ from moorage.registry.layout import blob_key
 from moorage.storage.base import StorageDriver
 
 
+@dataclass
+class BlobCounters:
+    """Events of this process's blob service, for metrics."""
+
+    #: Downloads whose client closed the connection before the last byte was sent.
+    client_aborts: int = 0
+
+
 class Blobs:
     def __init__(self, storage: StorageDriver, meta: MetadataStore) -> None:
         self.storage = storage
         self.meta = meta
+        self.counters = BlobCounters()
 
     async def size(self, repository: str, digest: Digest) -> int:
         """Size of a blob the repository holds; BLOB_UNKNOWN otherwise."""

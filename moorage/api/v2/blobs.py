@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 
 from aiohttp import web
@@ -11,6 +12,8 @@ from moorage.api.v2.common import API_HEADERS, actor
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.service import Registry
+
+log = logging.getLogger("moorage.api")
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -70,9 +73,23 @@ async def get_blob(
     await response.prepare(request)
     if request.method != "HEAD" and size:
         chunks = registry.storage.read(registry.blobs.key(digest), start, end - start + 1)
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                await response.write(chunk)
+        sent = 0
+        try:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    await response.write(chunk)
+                    sent += len(chunk)
+        except ConnectionError:
+            # The client went away (closed, reset): a normal event, not a server failure.
+            registry.blobs.counters.client_aborts += 1
+            log.info(
+                "client aborted the download of %s from %s after %d of %d bytes",
+                digest,
+                name,
+                sent,
+                end - start + 1,
+            )
+            return response
     await response.write_eof()
     return response
 

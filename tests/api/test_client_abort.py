@@ -1,6 +1,7 @@
-"""A client that hangs up half way through a request body is a normal event: one line in the
-log (no traceback, nothing at ERROR), counted by the upload service, and the session stays
-usable from its last checkpoint. Raw sockets send half a body and close, over every driver."""
+"""A client that hangs up half way is a normal event: one line in the log (no traceback,
+nothing at ERROR), counted. Mid-upload, by the upload service, and the session stays usable
+from its last checkpoint; mid-download, by the blob service, and the registry serves on. Raw
+sockets send half a body (or read part of one) and close, over every driver."""
 
 from __future__ import annotations
 
@@ -214,3 +215,29 @@ async def test_hang_up_mid_manifest(env: RegistryEnv, caplog: pytest.LogCaptureF
     assert_logged_as_client_abort(caplog, f"PUT /v2/{NAME}/manifests/v1", "bytes")
     resp = await client.get(f"/v2/{NAME}/manifests/v1")
     assert resp.status == 404
+
+
+async def test_hang_up_mid_download(env: RegistryEnv, caplog: pytest.LogCaptureFixture) -> None:
+    client = env.client
+    blob = os.urandom(32 * 1024 * 1024)  # far more than the sockets' buffers hold
+    await push_blob(client, NAME, blob)
+    host, port = client.server.host, client.server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET /v2/{NAME}/blobs/{digest_of(blob)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    await reader.readexactly(1024 * 1024)
+    writer.close()  # unread data: the kernel resets the connection
+    with contextlib.suppress(ConnectionError, OSError):
+        await writer.wait_closed()
+
+    async def counted() -> bool:
+        return env.registry.blobs.counters.client_aborts == 1
+
+    await until(counted, "the aborted download is counted")
+    lines = [r for r in caplog.records if "client aborted the download" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.INFO, lines
+    assert digest_of(blob) in lines[0].getMessage() and NAME in lines[0].getMessage()
+    assert all(r.exc_info is None for r in caplog.records), "a traceback was logged"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    resp = await client.get(f"/v2/{NAME}/blobs/{digest_of(blob)}")
+    assert resp.status == 200 and await resp.read() == blob
