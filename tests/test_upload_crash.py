@@ -25,8 +25,9 @@ import pytest
 
 from tests.support.http import Reply, location_path, request, sha256, with_query
 from tests.support.postgres import PostgresServer
-from tests.support.seaweedfs import BUCKET, SeaweedFS
+from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import RunningRegistry, start_moorage
+from tests.support.topology import replica_environment
 
 MIB = 1024 * 1024
 SEED = int(os.environ.get("MOORAGE_TEST_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -251,16 +252,9 @@ def test_replica_on_s3_and_postgres_killed_mid_upload(
     name = f"moorage_crash_{os.getpid()}_{mode}"
     dsn = postgres_server.create_database(name)
     env = {
+        **replica_environment(seaweedfs, dsn),
         "MOORAGE_UPLOADS_CHECKPOINT": str(EVERY),
-        "MOORAGE_STORAGE_DRIVER": "s3",
-        "MOORAGE_STORAGE_S3_ENDPOINT": seaweedfs.endpoint,
-        "MOORAGE_STORAGE_S3_REGION": seaweedfs.region,
-        "MOORAGE_STORAGE_S3_BUCKET": BUCKET,
-        "MOORAGE_STORAGE_S3_ACCESS_KEY": seaweedfs.access_key,
-        "MOORAGE_STORAGE_S3_SECRET_KEY": seaweedfs.secret_key,
         "MOORAGE_STORAGE_S3_PREFIX": f"crash-{os.getpid()}-{mode}",
-        "MOORAGE_METADATA_BACKEND": "postgres",
-        "MOORAGE_METADATA_DSN": dsn,
     }
     registry = Registry(tmp_path / "replica", env)
     kill_at, settle = kill_points(f"s3-{mode}", 1, EVERY, SIZE)[0]
