@@ -40,7 +40,8 @@ from moorage.backends import (
     uses_data_directory,
 )
 from moorage.config import ConfigError, Settings, split_address
-from moorage.meta.base import Actor, MetadataUnavailable
+from moorage.meta.base import MetadataUnavailable
+from moorage.model import Actor
 from moorage.registry.service import Registry
 
 log = logging.getLogger("moorage.server")

@@ -20,7 +20,7 @@ from moorage.admission.pinning import Candidate, candidates, patch
 from moorage.admission.resolver import Resolution, ResolveContext, ResolveError, Resolver
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
 from moorage.admission.workloads import ImageSite, pod_spec, pull_secret_names
-from moorage.meta.base import PinRecord
+from moorage.model import PinRecord
 
 log = logging.getLogger("moorage.admission")
 

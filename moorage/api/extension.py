@@ -32,7 +32,7 @@ from moorage.api.v2.common import (
 )
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import PinRecord, PolicyChange, TagEvent
+from moorage.model import PinRecord, PolicyChange, TagEvent
 from moorage.names import validate_name, validate_tag
 from moorage.reference import ReferenceError, parse_reference
 from moorage.registry.service import Registry

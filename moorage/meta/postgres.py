@@ -76,15 +76,24 @@ from typing import Any, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from moorage.meta.base import (
-    REGISTRY_ACTOR,
-    Actor,
     ManifestNotFound,
-    ManifestRecord,
     MetadataError,
     MissingReferences,
+    PolicyChanged,
+    TagRefused,
+    UploadBusy,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
+from moorage.meta.coalesce import Coalescer
+from moorage.meta.postgres_pool import Pool
+from moorage.meta.postgres_schema import CONNECT_TIMEOUT, UNAVAILABLE, check_version, unavailable
+from moorage.model import (
+    REGISTRY_ACTOR,
+    Actor,
+    ManifestRecord,
     PinRecord,
     PolicyChange,
-    PolicyChanged,
     PolicyRecord,
     PutResult,
     ReferrerRecord,
@@ -92,16 +101,9 @@ from moorage.meta.base import (
     TagAction,
     TagEvent,
     TagGuard,
-    TagRefused,
     Upload,
-    UploadBusy,
-    UploadNotFound,
-    UploadOffsetMismatch,
     push_tags,
 )
-from moorage.meta.coalesce import Coalescer
-from moorage.meta.postgres_pool import Pool
-from moorage.meta.postgres_schema import CONNECT_TIMEOUT, UNAVAILABLE, check_version, unavailable
 
 T = TypeVar("T")
 V = TypeVar("V")

@@ -20,14 +20,23 @@ from typing import TypeVar
 
 from moorage.meta import sqlite_history as history
 from moorage.meta.base import (
+    ManifestNotFound,
+    MissingReferences,
+    PolicyChanged,
+    TagRefused,
+    UploadBusy,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
+from moorage.meta.sqlite_hint import VersionHint
+from moorage.meta.sqlite_schema import migrate
+from moorage.meta.sqlite_writer import GroupCommitWriter
+from moorage.model import (
     REGISTRY_ACTOR,
     Actor,
-    ManifestNotFound,
     ManifestRecord,
-    MissingReferences,
     PinRecord,
     PolicyChange,
-    PolicyChanged,
     PolicyRecord,
     PutResult,
     Reference,
@@ -36,16 +45,9 @@ from moorage.meta.base import (
     TagAction,
     TagEvent,
     TagGuard,
-    TagRefused,
     Upload,
-    UploadBusy,
-    UploadNotFound,
-    UploadOffsetMismatch,
     push_tags,
 )
-from moorage.meta.sqlite_hint import VersionHint
-from moorage.meta.sqlite_schema import migrate
-from moorage.meta.sqlite_writer import GroupCommitWriter
 
 T = TypeVar("T")
 

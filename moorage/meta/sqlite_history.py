@@ -20,7 +20,7 @@ import bisect
 import sqlite3
 from collections import defaultdict
 
-from moorage.meta.base import Actor, TagAction, TagEvent
+from moorage.model import Actor, TagAction, TagEvent
 
 EVENT_FIELDS = (
     "repository, tag, action, old_digest, new_digest, at, user, address, request_id, rule, reason"

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import Actor, MetadataStore, TagGuard
+from moorage.meta.base import MetadataStore
+from moorage.model import Actor, TagGuard
 from moorage.registry.layout import blob_key
 from moorage.storage.base import StorageDriver
 

@@ -10,7 +10,7 @@ from typing import Any
 from moorage import mediatypes as mt
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import ManifestRecord, Reference
+from moorage.model import ManifestRecord, Reference
 
 _MEDIA_TYPE_RE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"

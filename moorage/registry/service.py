@@ -8,15 +8,8 @@ from functools import partial
 
 from moorage.digest import Digest, is_digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import (
-    Actor,
-    ManifestRecord,
-    MetadataStore,
-    MissingReferences,
-    ReferrerRecord,
-    TagRefused,
-    push_tags,
-)
+from moorage.meta.base import MetadataStore, MissingReferences, TagRefused
+from moorage.model import Actor, ManifestRecord, ReferrerRecord, push_tags
 from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
 from moorage.registry.manifests import parse_manifest

@@ -17,17 +17,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import (
-    Actor,
-    ManifestNotFound,
-    MetadataStore,
-    PolicyChange,
-    PolicyChanged,
-    Refusal,
-    TagEvent,
-    TagGuard,
-    TagRefused,
-)
+from moorage.meta.base import ManifestNotFound, MetadataStore, PolicyChanged, TagRefused
+from moorage.model import Actor, PolicyChange, Refusal, TagEvent, TagGuard
 from moorage.policy import Decision, Policy, PolicyError
 
 T = TypeVar("T")

@@ -37,13 +37,8 @@ from moorage import process_identity
 from moorage.digest import Digest
 from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
 from moorage.hashing import Hasher, new_hasher, restore_hasher
-from moorage.meta.base import (
-    MetadataStore,
-    Upload,
-    UploadBusy,
-    UploadNotFound,
-    UploadOffsetMismatch,
-)
+from moorage.meta.base import MetadataStore, UploadBusy, UploadNotFound, UploadOffsetMismatch
+from moorage.model import Upload
 from moorage.registry.layout import blob_key, upload_key
 from moorage.registry.upload_checkpoints import Checkpoint, Checkpoints
 from moorage.storage.base import StorageDriver, Writer, WriterBusy

@@ -24,8 +24,8 @@ from moorage.admission.resolver import (
 )
 from moorage.admission.review import parse_review
 from moorage.admission.validation import local_tag_mode, parse_rules, validate
-from moorage.meta.base import Actor, ManifestRecord, PinRecord
 from moorage.meta.sqlite import SQLiteMetadata
+from moorage.model import Actor, ManifestRecord, PinRecord
 from moorage.policy import Policy
 from moorage.reference import ImageReference, parse_reference
 from tests.admission.reviews import GROUPS, apply_patch, pod_spec, review, workload

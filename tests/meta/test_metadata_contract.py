@@ -8,16 +8,13 @@ import hashlib
 import pytest
 
 from moorage.meta.base import (
-    Actor,
-    ManifestRecord,
     MetadataStore,
     MissingReferences,
-    Reference,
-    Upload,
     UploadBusy,
     UploadNotFound,
     UploadOffsetMismatch,
 )
+from moorage.model import Actor, ManifestRecord, Reference, Upload
 from tests.meta.conftest import Opener
 
 ACTOR = Actor("tester", "127.0.0.1", "request-1")

@@ -16,15 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from moorage.meta.base import (
-    MetadataError,
-    MetadataUnavailable,
-    Refusal,
-    TagGuard,
-    TagRefused,
-    Upload,
-    UploadBusy,
-)
+from moorage.meta.base import MetadataError, MetadataUnavailable, TagRefused, UploadBusy
 from moorage.meta.postgres import PostgresMetadata, lock_key
 from moorage.meta.postgres_schema import (
     MIGRATION_LOCK,
@@ -36,6 +28,7 @@ from moorage.meta.postgres_schema import (
     migrate,
     schema_version,
 )
+from moorage.model import Refusal, TagGuard, Upload
 from tests.meta.test_metadata_contract import ACTOR, digest, manifest, new_upload
 from tests.support.postgres import PostgresServer
 

@@ -9,14 +9,8 @@ import itertools
 
 import pytest
 
-from moorage.meta.base import (
-    MetadataStore,
-    MissingReferences,
-    PolicyChanged,
-    Reference,
-    TagGuard,
-    TagRefused,
-)
+from moorage.meta.base import MetadataStore, MissingReferences, PolicyChanged, TagRefused
+from moorage.model import Reference, TagGuard
 from tests.meta.conftest import Opener
 from tests.meta.test_metadata_contract import ACTOR, digest, manifest
 from tests.meta.test_tag_history_contract import ALICE, freeze

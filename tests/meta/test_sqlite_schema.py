@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from moorage.meta.base import Actor, MetadataStore, Refusal, TagEvent, TagGuard, TagRefused
+from moorage.meta.base import MetadataStore, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata, connect
 from moorage.meta.sqlite_schema import MIGRATIONS
+from moorage.model import Actor, Refusal, TagEvent, TagGuard
 from tests.meta.test_metadata_contract import ACTOR, manifest
 
 ALICE = Actor("alice", "10.0.0.7", "req-alice")

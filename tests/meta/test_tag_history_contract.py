@@ -10,17 +10,8 @@ from functools import partial
 
 import pytest
 
-from moorage.meta.base import (
-    Actor,
-    ManifestNotFound,
-    ManifestRecord,
-    MetadataStore,
-    PolicyChanged,
-    Reference,
-    Refusal,
-    TagGuard,
-    TagRefused,
-)
+from moorage.meta.base import ManifestNotFound, MetadataStore, PolicyChanged, TagRefused
+from moorage.model import Actor, ManifestRecord, Reference, Refusal, TagGuard
 from moorage.policy import Policy
 from moorage.registry.tags import TagPolicies
 from tests.meta.conftest import Opener

@@ -10,7 +10,7 @@ import pytest
 from moorage import mediatypes as mt
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import Reference
+from moorage.model import Reference
 from moorage.registry.manifests import accepts, parse_manifest
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from moorage.errors import RegistryError
-from moorage.meta.base import Actor, PolicyChanged, PutResult, TagGuard, TagRefused
+from moorage.meta.base import PolicyChanged, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata
+from moorage.model import Actor, PutResult, TagGuard
 from moorage.policy import Policy
 from moorage.registry.tags import GUARD_ATTEMPTS, TagHistory, TagPolicies, make_guard
 from tests.meta.test_metadata_contract import ACTOR, manifest

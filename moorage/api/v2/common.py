@@ -10,7 +10,7 @@ from aiohttp import web
 
 from moorage.api.errors import API_VERSION_HEADER
 from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
-from moorage.meta.base import Actor
+from moorage.model import Actor
 
 API_HEADERS = {API_VERSION_HEADER[0]: API_VERSION_HEADER[1]}
 

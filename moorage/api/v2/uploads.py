@@ -22,7 +22,7 @@ from aiohttp import web
 from moorage.api.v2.common import API_HEADERS, RequestBody, content_length
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import Upload
+from moorage.model import Upload
 from moorage.names import validate_name
 from moorage.registry.service import Registry
 from moorage.registry.uploads import ContentRange

@@ -1,0 +1,196 @@
+"""The records of the registry's domain: what the metadata store keeps and returns, and what
+the services, handlers and webhooks pass around. Plain data, no I/O: every layer may import it.
+
+- manifests: ``Reference``, ``ManifestRecord``, ``ReferrerRecord``, ``PutResult``;
+- tags: ``Actor`` (who makes a change), ``Refusal``, ``TagGuard`` (the policy's decision,
+  asked inside the store's transaction), ``TagEvent`` (one entry of a tag's history);
+- the tag policy as stored: ``PolicyRecord``, ``PolicyChange``;
+- admission: ``PinRecord``; uploads: ``Upload``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+ReferenceKind = Literal["blob", "manifest"]
+TagAction = Literal["created", "moved", "deleted", "restored", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """Something a manifest needs in its repository: a blob (config, layer) or a child manifest."""
+
+    kind: ReferenceKind
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: str
+    media_type: str
+    payload: bytes
+    artifact_type: str | None = None
+    subject: str | None = None
+    #: JSON text of the manifest's annotations (kept for the referrers API), or None.
+    annotations: str | None = None
+    references: tuple[Reference, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrerRecord:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: str | None
+
+
+@dataclass(slots=True)
+class Upload:
+    id: str
+    repository: str
+    offset: int
+    hash_state: bytes | None
+    created_at: float
+    updated_at: float
+    #: The lease: until when a request holds the upload (0: nobody). Also the fencing token.
+    lease_until: float = 0.0
+    #: Which process holds the lease (``moorage.process_identity``), or "".
+    lease_owner: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    """What a manifest push changed: for each of its tags, in the order given, the digest the
+    tag pointed at before (None: the push created it)."""
+
+    previous: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def previous_digest(self) -> str | None:
+        """Where the push's first tag pointed before (None: new, or no tag)."""
+        return next(iter(self.previous.values()), None)
+
+
+def push_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """The distinct tags of a push, in the order given. A bare string is one tag (a ``str``
+    is a sequence of strings too, and must never become one tag per character)."""
+    if isinstance(tags, str):
+        return (tags,)
+    return tuple(dict.fromkeys(tags))
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who asks for a change, recorded with it."""
+
+    #: The authenticated user, or None for an anonymous request.
+    user: str | None
+    #: The client's address (or the origin of a change not made over HTTP, e.g. "config").
+    address: str
+    request_id: str
+
+
+#: Who a change is recorded as made by when the registry makes it of its own accord.
+REGISTRY_ACTOR = Actor(None, "registry", "")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a tag change was refused (an immutable tag)."""
+
+    repository: str
+    tag: str
+    current_digest: str
+    #: The digest the change wanted the tag at; None for a deletion.
+    attempted_digest: str | None
+    rule: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TagGuard:
+    """Decides, inside the transaction that changes a tag, whether the change may happen:
+    ``guard(tag, current_digest, new_digest)``; ``new_digest`` is None for a deletion.
+
+    ``policy_version`` is the version of the stored tag policy that ``decide`` enforces. The
+    store reads the version in force in the same transaction, before it asks the guard, and
+    raises ``PolicyChanged`` if it differs: no change is judged by a policy that was replaced
+    while the request was in flight. None ties the guard to no stored policy.
+    """
+
+    decide: Callable[[str, str | None, str | None], Refusal | None]
+    policy_version: int | None = None
+
+    def __call__(self, tag: str, current: str | None, new: str | None) -> Refusal | None:
+        return self.decide(tag, current, new)
+
+
+@dataclass(frozen=True, slots=True)
+class TagEvent:
+    id: int
+    repository: str
+    tag: str
+    action: TagAction
+    old_digest: str | None
+    new_digest: str | None
+    at: float
+    user: str | None
+    address: str
+    request_id: str
+    #: For refusals: the rule that froze the tag (None when the default did) and the message.
+    rule: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    document: str
+    version: int
+    source: str
+    #: Hash of the configuration file's policy last installed (kept across API changes).
+    source_hash: str | None
+    updated_at: float
+    user: str | None
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyChange:
+    id: int
+    at: float
+    user: str | None
+    address: str
+    request_id: str
+    source: str
+    old_document: str | None
+    new_document: str
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """An image the admission webhook pinned: in which object, to which digest, when."""
+
+    at: float
+    namespace: str
+    kind: str
+    #: The object's name, or its generateName followed by "*" before it has one.
+    name: str
+    container_kind: str
+    container: str
+    #: The image as the workload wrote it, and its normalised repository and tag.
+    image: str
+    repository: str
+    tag: str
+    digest: str
+    #: How the digest was found: "local", "remote" or "cache".
+    source: str
+    request_uid: str
+    user: str
+    id: int = 0
