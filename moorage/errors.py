@@ -94,3 +94,18 @@ class ClientDisconnected(RegistryError):
         )
         self.received = received
         self.reported = False
+
+
+class Unavailable(Exception):
+    """A backing service (storage, the metadata store) cannot serve now; the request may
+    succeed later. Answered 503, naming ``service``."""
+
+    #: What is unavailable, as the client's message names it.
+    service = "a backing service"
+
+
+class StoredDataMissing(Exception):
+    """Bytes the metadata says exist are missing from storage (``key``); answered as an unknown
+    blob, and logged: it means the two disagree."""
+
+    key: str

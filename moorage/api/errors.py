@@ -7,9 +7,7 @@ import logging
 
 from aiohttp import web
 
-from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import MetadataUnavailable
-from moorage.storage.base import ObjectNotFound, StorageError
+from moorage.errors import ErrorCode, RegistryError, StoredDataMissing, Unavailable
 
 log = logging.getLogger("moorage.api")
 
@@ -31,20 +29,15 @@ def exception_response(exc: BaseException) -> web.Response:
     """Map any exception raised by a handler to an OCI error response."""
     if isinstance(exc, RegistryError):
         return error_response(exc)
-    if isinstance(exc, ObjectNotFound):
+    if isinstance(exc, StoredDataMissing):
         log.error("stored object missing: %s", exc.key)
         return error_response(
             RegistryError(ErrorCode.BLOB_UNKNOWN, "blob data is missing from storage")
         )
-    if isinstance(exc, StorageError):
-        log.error("storage error: %s", exc)
+    if isinstance(exc, Unavailable):
+        log.error("%s: %s", exc.service, exc)
         return error_response(
-            RegistryError(ErrorCode.UNKNOWN, "storage is unavailable", status=503)
-        )
-    if isinstance(exc, MetadataUnavailable):
-        log.error("metadata store error: %s", exc)
-        return error_response(
-            RegistryError(ErrorCode.UNKNOWN, "the metadata store is unavailable", status=503)
+            RegistryError(ErrorCode.UNKNOWN, f"{exc.service} is unavailable", status=503)
         )
     log.exception("unhandled error", exc_info=exc)
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal server error"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from moorage.errors import Unavailable
 from moorage.model import (
     REGISTRY_ACTOR,
     Actor,
@@ -32,9 +33,11 @@ class MetadataError(Exception):
     pass
 
 
-class MetadataUnavailable(MetadataError):
+class MetadataUnavailable(MetadataError, Unavailable):
     """The metadata store cannot be reached or cannot serve now (a database server is down,
     refuses connections, or runs out of resources); the request may succeed later."""
+
+    service = "the metadata store"
 
 
 class MissingReferences(MetadataError):

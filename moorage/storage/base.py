@@ -22,12 +22,16 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Protocol
 
+from moorage.errors import StoredDataMissing, Unavailable
 
-class StorageError(Exception):
+
+class StorageError(Unavailable):
     """A driver could not complete an operation (I/O error, backend unavailable)."""
 
+    service = "storage"
 
-class ObjectNotFound(StorageError):
+
+class ObjectNotFound(StorageError, StoredDataMissing):
     def __init__(self, key: str) -> None:
         super().__init__(f"object not found: {key}")
         self.key = key
