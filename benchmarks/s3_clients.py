@@ -59,7 +59,8 @@ from repeats import alternating
 from servers import Server, free_port, spawn, wait_ready
 from transfers import MIB, BlobFile, download, make_random_file, monolithic_upload
 
-from moorage.storage.s3 import S3Config, S3Driver
+from moorage.storage.s3 import S3Driver
+from moorage.storage.s3_config import S3Config
 from tests.support.seaweedfs import ACCESS_KEY, REGION, SECRET_KEY, SeaweedFS, start_seaweedfs
 
 BUCKET = "bench"

@@ -8,8 +8,11 @@ the embedded default loads neither client library.
 
 from __future__ import annotations
 
-from moorage.config import ConfigError, Settings
-from moorage.meta.base import MetadataStore
+import time
+from collections.abc import Callable
+
+from moorage.config import Settings
+from moorage.meta.protocols import MetadataStore
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.storage.base import StorageDriver
 from moorage.storage.filesystem import FilesystemDriver
@@ -17,59 +20,61 @@ from moorage.storage.memory import MemoryDriver
 
 
 def open_storage(settings: Settings) -> StorageDriver:
-    if settings.storage_driver == "memory":
+    if settings.storage.driver == "memory":
         return MemoryDriver()
-    if settings.storage_driver == "s3":
-        from moorage.storage.s3 import S3Config, S3Driver
+    if settings.storage.driver == "s3":
+        from moorage.storage.s3 import S3Driver
+        from moorage.storage.s3_config import S3Config
 
-        assert settings.storage_s3_endpoint and settings.storage_s3_bucket
-        assert settings.storage_s3_access_key and settings.storage_s3_secret_key
+        s3 = settings.storage.s3
+        assert s3.endpoint and s3.bucket and s3.access_key and s3.secret_key  # checked
         return S3Driver(
             S3Config(
-                endpoint=settings.storage_s3_endpoint,
-                region=settings.storage_s3_region,
-                bucket=settings.storage_s3_bucket,
-                access_key=settings.storage_s3_access_key,
-                secret_key=settings.storage_s3_secret_key,
-                path_style=settings.storage_s3_path_style,
-                prefix=settings.storage_s3_prefix,
-                download_urls=settings.storage_s3_redirect,
-                public_endpoint=settings.storage_s3_public_endpoint,
-                ca_file=settings.storage_s3_ca_file,
+                endpoint=s3.endpoint,
+                region=s3.region,
+                bucket=s3.bucket,
+                access_key=s3.access_key,
+                secret_key=s3.secret_key,
+                path_style=s3.path_style,
+                prefix=s3.prefix,
+                download_urls=s3.redirect,
+                public_endpoint=s3.public_endpoint,
+                ca_file=s3.ca_file,
             )
         )
     return FilesystemDriver(settings.data / "storage")
 
 
-def open_metadata(settings: Settings) -> MetadataStore:
-    if settings.storage_driver == "memory":
+def open_metadata(settings: Settings, clock: Callable[[], float] = time.time) -> MetadataStore:
+    """The store the settings name; ``clock`` stamps what it records."""
+    if settings.storage.driver == "memory":
         # Bytes vanish with the process, so the metadata must too.
-        return SQLiteMetadata.temporary()
-    if settings.metadata_backend == "postgres":
+        return SQLiteMetadata.temporary(clock=clock)
+    if settings.metadata.backend == "postgres":
         from moorage.meta.postgres import PostgresMetadata
 
-        assert settings.metadata_dsn
-        return PostgresMetadata(settings.metadata_dsn, pool_max=settings.metadata_pool_size)
-    return SQLiteMetadata(settings.database)
+        postgres = settings.metadata.postgres
+        return PostgresMetadata(postgres.dsn, pool_max=postgres.pool_size, clock=clock)
+    return SQLiteMetadata(settings.database, clock=clock)
 
 
 def describe_backends(settings: Settings) -> str:
     """Where the registry keeps things, for the log (no credentials)."""
-    if settings.storage_driver == "memory":
+    if settings.storage.driver == "memory":
         return "in memory"
-    if settings.storage_driver == "s3":
-        storage = f"blobs in s3 {settings.storage_s3_endpoint}/{settings.storage_s3_bucket}"
+    if settings.storage.driver == "s3":
+        storage = f"blobs in s3 {settings.storage.s3.endpoint}/{settings.storage.s3.bucket}"
     else:
         storage = f"blobs in {settings.data / 'storage'}"
-    if settings.metadata_backend == "postgres":
+    if settings.metadata.backend == "postgres":
         return f"{storage}, metadata in postgres"
     return f"{storage}, metadata in {settings.database}"
 
 
 def uses_data_directory(settings: Settings) -> bool:
     """Whether anything is kept under ``settings.data`` (blobs or the SQLite database)."""
-    return settings.storage_driver == "filesystem" or (
-        settings.storage_driver != "memory" and settings.metadata_backend == "sqlite"
+    return settings.storage.driver == "filesystem" or (
+        settings.storage.driver != "memory" and settings.metadata.backend == "sqlite"
     )
 
 
@@ -80,9 +85,8 @@ async def migrate(settings: Settings) -> tuple[int, int]:
     by every replica, so its migrations are an explicit step (``moorage migrate``), which
     ``moorage serve`` also takes at start unless ``metadata.migrate`` is off.
     """
-    if settings.metadata_backend != "postgres":
-        raise ConfigError("moorage migrate applies to the postgres metadata backend")
-    from moorage.meta.postgres_schema import migrate as migrate_postgres
+    if settings.metadata.backend != "postgres":
+        raise ValueError("moorage migrate applies to the postgres metadata backend")
+    from moorage.meta.postgres.schema import migrate as migrate_postgres
 
-    assert settings.metadata_dsn
-    return await migrate_postgres(settings.metadata_dsn)
+    return await migrate_postgres(settings.metadata.postgres.dsn)

@@ -11,10 +11,33 @@ from pathlib import Path
 from moorage import __version__
 from moorage.commands import admission, policy, tags
 from moorage.commands.client import ApiError, Client
-from moorage.config import ConfigError, load_settings
+from moorage.config import load_settings
+from moorage.documents import DocumentError
 
-#: Arguments that are not settings.
-_NOT_SETTINGS = frozenset({"command", "action", "config", "run_local", "run", "serve_mode"})
+#: The options that set a setting (their ``dest`` is the setting's key), as users spell them.
+SETTING_OPTIONS = {
+    "listen": "--listen",
+    "data": "--data",
+    "workers": "--workers",
+    "storage.driver": "--storage",
+    "metadata.backend": "--metadata",
+    "metadata.dsn": "--dsn",
+    "tls.cert": "--tls-cert",
+    "tls.key": "--tls-key",
+    "auth.htpasswd": "--htpasswd",
+    "auth.anonymous_pull": "--anonymous-pull",
+    "log.access": "--access-log",
+    "webhook.listen": "--webhook-listen",
+}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The settings given as options."""
+    return {k: v for k, v in vars(args).items() if k in SETTING_OPTIONS and v is not None}
+
+
+def _option_sources() -> dict[str, str]:
+    return {key: f"option {flag}" for key, flag in SETTING_OPTIONS.items()}
 
 
 def _serve_options(parser: argparse.ArgumentParser) -> None:
@@ -23,23 +46,25 @@ def _serve_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
     parser.add_argument("--data", type=Path, help="data directory (default ./data)")
     parser.add_argument("--workers", type=int, help="worker processes (default 2)")
-    parser.add_argument("--storage", dest="storage_driver", choices=["filesystem", "s3", "memory"])
-    parser.add_argument("--metadata", dest="metadata_backend", choices=["sqlite", "postgres"])
+    parser.add_argument("--storage", dest="storage.driver", choices=["filesystem", "s3", "memory"])
+    parser.add_argument("--metadata", dest="metadata.backend", choices=["sqlite", "postgres"])
     parser.add_argument(
-        "--dsn", dest="metadata_dsn", help="PostgreSQL connection string (--metadata postgres)"
+        "--dsn", dest="metadata.dsn", help="PostgreSQL connection string (--metadata postgres)"
     )
-    parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain for HTTPS")
-    parser.add_argument("--tls-key", type=Path, help="PEM private key for HTTPS")
-    parser.add_argument("--htpasswd", dest="auth_htpasswd", type=Path, help="bcrypt htpasswd file")
+    parser.add_argument(
+        "--tls-cert", dest="tls.cert", type=Path, help="PEM certificate chain for HTTPS"
+    )
+    parser.add_argument("--tls-key", dest="tls.key", type=Path, help="PEM private key for HTTPS")
+    parser.add_argument("--htpasswd", dest="auth.htpasswd", type=Path, help="bcrypt htpasswd file")
     parser.add_argument(
         "--anonymous-pull",
-        dest="auth_anonymous_pull",
+        dest="auth.anonymous_pull",
         action="store_const",
         const=True,
         help="with --htpasswd, let anonymous clients pull",
     )
     parser.add_argument(
-        "--access-log", dest="log_access", action="store_const", const=True, help="log requests"
+        "--access-log", dest="log.access", action="store_const", const=True, help="log requests"
     )
 
 
@@ -51,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the registry (and, optionally, the webhooks)")
     _serve_options(serve)
     serve.add_argument(
-        "--webhook-listen", help="also serve the admission webhooks (HTTPS) on HOST:PORT"
+        "--webhook-listen",
+        dest="webhook.listen",
+        help="also serve the admission webhooks (HTTPS) on HOST:PORT",
     )
     serve.set_defaults(serve_mode="registry")
 
@@ -66,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="bring the PostgreSQL metadata schema up to date (before upgrading)"
     )
     migrate.add_argument("--config", type=Path, help="TOML configuration file")
-    migrate.add_argument("--dsn", dest="metadata_dsn", help="PostgreSQL connection string")
+    migrate.add_argument("--dsn", dest="metadata.dsn", help="PostgreSQL connection string")
 
     tags.add_parser(commands, common)
     policy.add_parser(commands, common)
@@ -89,18 +116,17 @@ def _run_remote(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, registry_api: bool) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     try:
-        settings = load_settings(args.config, overrides=overrides)
-    except ConfigError as exc:
+        settings = load_settings(args.config, None, _overrides(args), _option_sources())
+    except DocumentError as exc:
         print(f"moorage: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
-    from moorage.server import serve
+    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(name)s %(message)s")
+    from moorage.server import StartupError, serve
 
     try:
         return serve(settings, registry_api=registry_api)
-    except (OSError, ConfigError) as exc:
+    except (OSError, StartupError, DocumentError) as exc:
         print(f"moorage: cannot serve: {exc}", file=sys.stderr)
         return 1
 
@@ -109,15 +135,17 @@ def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
     from moorage.backends import migrate
-    from moorage.meta.base import MetadataError
+    from moorage.meta.errors import MetadataError
 
     try:
         settings = load_settings(
             args.config,
-            overrides={"metadata_backend": "postgres", "metadata_dsn": args.metadata_dsn},
+            None,
+            {"metadata.backend": "postgres", **_overrides(args)},
+            {**_option_sources(), "metadata.backend": "moorage migrate"},
         )
         before, after = asyncio.run(migrate(settings))
-    except (ConfigError, MetadataError, OSError) as exc:
+    except (DocumentError, MetadataError, OSError) as exc:
         print(f"moorage: {exc}", file=sys.stderr)
         return 1
     if before == after:

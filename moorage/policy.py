@@ -8,28 +8,26 @@ A rule matches repositories and tags by pattern and says ``immutable`` or ``muta
     mode = "immutable"
 
 The first rule that matches decides; ``default`` applies when none does. This module is pure:
-it parses, validates and evaluates rules. The metadata store keeps the rules in force and every
-change to them.
+it describes the policy documents users write (``PolicyDocument``, read by
+``moorage.documents``; ``PolicySettings`` is the config file's ``[policy]``) and evaluates
+rules. The metadata store keeps the rules in force and every change to them.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
+
+from moorage.documents import ONE_OR_MORE, Invalid, non_empty, parse_json, read
 
 Mode = Literal["immutable", "mutable"]
 MODES: tuple[Mode, ...] = ("immutable", "mutable")
 
 _REGEX_PREFIX = "regex:"
-_RULE_KEYS = frozenset({"name", "repositories", "tags", "except_tags", "mode", "description"})
-
-
-class PolicyError(ValueError):
-    """A policy document that cannot be used; the message says what to fix."""
 
 
 def _glob_regex(pattern: str, *, segments: bool) -> str:
@@ -64,6 +62,7 @@ class Pattern:
 
     @cached_property
     def regex(self) -> re.Pattern[str]:
+        """The compiled pattern; ``Invalid`` for a regex that does not compile."""
         if self.text.startswith(_REGEX_PREFIX):
             source = self.text[len(_REGEX_PREFIX) :]
         else:
@@ -71,33 +70,95 @@ class Pattern:
         try:
             return re.compile(source)
         except re.error as exc:
-            raise PolicyError(f"invalid pattern {self.text!r}: {exc}") from None
+            raise Invalid(f"invalid pattern {self.text!r}: {exc}") from None
 
     def matches(self, value: str) -> bool:
         return self.regex.fullmatch(value) is not None
 
 
-def pattern_texts(value: Any, where: str, *, may_be_empty: bool = False) -> tuple[str, ...]:
-    """A configured pattern or list of patterns, as a tuple of non-empty strings."""
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list | tuple)
-        or not all(isinstance(v, str) and v for v in value)
-        or not (value or may_be_empty)
-    ):
-        raise PolicyError(f"{where} must be a pattern or a list of non-empty patterns")
-    return tuple(value)
+def compiles(*, segments: bool) -> Callable[[str], None]:
+    """A check: the text is a pattern that compiles (a bad one is refused when loaded)."""
+
+    def check(text: str) -> None:
+        Pattern(text, segments).regex  # noqa: B018 - raises Invalid
+
+    return check
 
 
-def _patterns(
-    value: Any, where: str, *, segments: bool, may_be_empty: bool = False
-) -> tuple[Pattern, ...]:
-    texts = pattern_texts(value, where, may_be_empty=may_be_empty)
-    patterns = tuple(Pattern(v, segments) for v in texts)
-    for pattern in patterns:
-        pattern.regex  # noqa: B018 - compiles, so a bad pattern is refused when loaded
-    return patterns
+def unique_names(rules: Sequence[Any], *at: str | int) -> None:
+    """Rule names must be unique (those given, and the ``rule-N`` of unnamed rules)."""
+    names = [rule.name or f"rule-{index}" for index, rule in enumerate(rules, 1)]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise Invalid(f"rule names must be unique: {', '.join(duplicates)}", *at)
+
+
+RepositoryPattern = Annotated[str, non_empty, compiles(segments=True)]
+TagPattern = Annotated[str, non_empty, compiles(segments=False)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleFields:
+    """What a rule matches, as written: a pattern or a list of patterns for each."""
+
+    ITEM_LABEL: ClassVar[str] = "rule"
+
+    #: Default: ``rule-<position>``, from 1.
+    name: Annotated[str, non_empty] | None = None
+    repositories: Annotated[tuple[RepositoryPattern, ...], ONE_OR_MORE, non_empty] = ("**",)
+    tags: Annotated[tuple[TagPattern, ...], ONE_OR_MORE, non_empty] = ("*",)
+    except_tags: Annotated[tuple[TagPattern, ...], ONE_OR_MORE] = ()
+    description: str = ""
+
+    def rule(self, position: int, mode: Mode) -> Rule:
+        return Rule(
+            name=self.name or f"rule-{position}",
+            mode=mode,
+            repositories=tuple(Pattern(text, True) for text in self.repositories),
+            tags=tuple(Pattern(text, False) for text in self.tags),
+            except_tags=tuple(Pattern(text, False) for text in self.except_tags),
+            description=self.description,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleDocument(RuleFields):
+    """A rule of a tag policy as written."""
+
+    mode: Mode
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """A tag policy as written (``[policy]``, or the JSON the API takes)."""
+
+    default: Mode = "mutable"
+    rules: tuple[RuleDocument, ...] = ()
+
+    def verify(self) -> None:
+        unique_names(self.rules, "rules")
+
+    def policy(self) -> Policy:
+        rules = tuple(rule.rule(index, rule.mode) for index, rule in enumerate(self.rules, 1))
+        return Policy(rules, self.default)
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """The ``[policy]`` table of the config file: the tag policy it declares, if any."""
+
+    default: Mode | None = None
+    rules: tuple[RuleDocument, ...] | None = None
+
+    def verify(self) -> None:
+        unique_names(self.rules or (), "rules")
+
+    def configured(self) -> Policy | None:
+        """The policy the configuration declares, or None if it declares none (the policy in
+        the metadata store then stays as it is)."""
+        if self.default is None and self.rules is None:
+            return None
+        return PolicyDocument(self.default or "mutable", self.rules or ()).policy()
 
 
 @dataclass(frozen=True)
@@ -114,40 +175,6 @@ class Rule:
             any(p.matches(repository) for p in self.repositories)
             and any(p.matches(tag) for p in self.tags)
             and not any(p.matches(tag) for p in self.except_tags)
-        )
-
-    @classmethod
-    def from_dict(cls, value: Any, position: int) -> Rule:
-        where = f"rule {position}"
-        if not isinstance(value, Mapping):
-            raise PolicyError(f"{where} must be a table/object")
-        unknown = set(value) - _RULE_KEYS
-        if unknown:
-            raise PolicyError(f"{where} has unknown keys: {', '.join(sorted(unknown))}")
-        name = value.get("name", f"rule-{position}")
-        if not isinstance(name, str) or not name:
-            raise PolicyError(f"{where}: name must be a non-empty string")
-        where = f"rule {name!r}"
-        mode = value.get("mode")
-        if mode not in MODES:
-            raise PolicyError(f"{where}: mode must be 'immutable' or 'mutable'")
-        description = value.get("description", "")
-        if not isinstance(description, str):
-            raise PolicyError(f"{where}: description must be a string")
-        return cls(
-            name=name,
-            mode=mode,
-            repositories=_patterns(
-                value.get("repositories", "**"), f"{where}: repositories", segments=True
-            ),
-            tags=_patterns(value.get("tags", "*"), f"{where}: tags", segments=False),
-            except_tags=_patterns(
-                value.get("except_tags", []),
-                f"{where}: except_tags",
-                segments=False,
-                may_be_empty=True,
-            ),
-            description=description,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,31 +218,13 @@ class Policy:
         return Decision(self.default, None)
 
     @classmethod
-    def from_dict(cls, value: Any) -> Policy:
-        if not isinstance(value, Mapping):
-            raise PolicyError("a policy must be an object with 'default' and 'rules'")
-        unknown = set(value) - {"default", "rules"}
-        if unknown:
-            raise PolicyError(f"unknown policy keys: {', '.join(sorted(unknown))}")
-        default = value.get("default", "mutable")
-        if default not in MODES:
-            raise PolicyError("default must be 'immutable' or 'mutable'")
-        raw_rules = value.get("rules", [])
-        if not isinstance(raw_rules, Sequence) or isinstance(raw_rules, str):
-            raise PolicyError("rules must be a list")
-        rules = tuple(Rule.from_dict(r, i + 1) for i, r in enumerate(raw_rules))
-        names = [r.name for r in rules]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise PolicyError(f"rule names must be unique: {', '.join(duplicates)}")
-        return cls(rules, default)
+    def from_dict(cls, value: Any, source: str = "tag policy") -> Policy:
+        """Read a policy document; ``DocumentError`` names ``source``, the key and the fault."""
+        return read(PolicyDocument, value, source).policy()
 
     @classmethod
-    def from_json(cls, text: str) -> Policy:
-        try:
-            return cls.from_dict(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"policy is not valid JSON: {exc}") from None
+    def from_json(cls, text: str | bytes, source: str = "tag policy") -> Policy:
+        return cls.from_dict(parse_json(text, source), source)
 
     def to_dict(self) -> dict[str, Any]:
         return {"default": self.default, "rules": [r.to_dict() for r in self.rules]}

@@ -22,15 +22,18 @@ import signal
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from aiohttp import web
 
+from moorage.addresses import split_address
 from moorage.admission.resolver import ResolveError
 from moorage.admission.setup import build_admission
 from moorage.api.app import MAX_REQUEST_LINE, create_app
+from moorage.api.auth import load_htpasswd
 from moorage.api.webhook import create_webhook_app
 from moorage.backends import (
     describe_backends,
@@ -39,34 +42,41 @@ from moorage.backends import (
     open_storage,
     uses_data_directory,
 )
-from moorage.config import ConfigError, Settings, split_address
-from moorage.meta.base import MetadataUnavailable
+from moorage.config import Settings
+from moorage.meta.errors import MetadataUnavailable
 from moorage.model import Actor
 from moorage.registry.service import Registry
 
 log = logging.getLogger("moorage.server")
 
 
-def build_registry(settings: Settings) -> Registry:
+class StartupError(Exception):
+    """The registry cannot start as configured: a file the settings name cannot be used, no
+    cluster to read pull secrets from, an unreachable or outdated metadata store."""
+
+
+def build_registry(settings: Settings, clock: Callable[[], float] = time.time) -> Registry:
+    """The registry the settings describe; ``clock`` is its time (what the store stamps,
+    when uploads expire), the wall clock but in tests."""
     return Registry(
         open_storage(settings),
-        open_metadata(settings),
-        max_manifest_size=settings.manifests_max_size,
-        upload_ttl=settings.uploads_ttl,
-        upload_lease=settings.uploads_lease,
-        upload_checkpoint=settings.uploads_checkpoint,
-        download_redirect=(
-            settings.storage_s3_redirect_expiry if settings.storage_s3_redirect else None
-        ),
+        open_metadata(settings, clock),
+        clock=clock,
+        max_manifest_size=settings.manifests.max_size,
+        upload_ttl=settings.uploads.ttl,
+        upload_lease=settings.uploads.lease,
+        upload_checkpoint=settings.uploads.checkpoint,
+        download_redirect=settings.storage.download_redirect,
     )
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None or settings.tls_key is None:
+    cert, key = settings.tls.cert, settings.tls.key
+    if cert is None or key is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    context.load_cert_chain(cert, key)
     return context
 
 
@@ -115,7 +125,7 @@ CONFIG_ACTOR = Actor(None, "config", "startup")
 
 async def install_configured_policy(registry: Registry, settings: Settings) -> None:
     """Put the config file's tag policy in force if it changed since it was last installed."""
-    policy = settings.configured_policy()
+    policy = settings.policy.configured()
     if policy is not None and await registry.policies.apply_configured(
         policy, CONFIG_ACTOR, "configuration"
     ):
@@ -125,7 +135,7 @@ async def install_configured_policy(registry: Registry, settings: Settings) -> N
 async def _start(app: web.Application, sock: socket.socket, settings: Settings) -> web.AppRunner:
     runner = web.AppRunner(
         app,
-        access_log=logging.getLogger("moorage.access") if settings.log_access else None,
+        access_log=logging.getLogger("moorage.access") if settings.log.access else None,
         handle_signals=False,
         max_line_size=MAX_REQUEST_LINE,
     )
@@ -136,7 +146,7 @@ async def _start(app: web.Application, sock: socket.socket, settings: Settings) 
 
 async def _serve_worker(settings: Settings, listeners: Listeners) -> None:
     registry = build_registry(settings)
-    if settings.storage_driver == "memory":  # its metadata is this process's own
+    if settings.storage.driver == "memory":  # its metadata is this process's own
         await install_configured_policy(registry, settings)
     runners: list[web.AppRunner] = []
     if listeners.webhooks is not None:
@@ -157,7 +167,7 @@ async def _serve_worker(settings: Settings, listeners: Listeners) -> None:
 
 
 def run_worker(settings: Settings, listeners: Listeners) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log.level, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(_serve_worker(settings, listeners))
 
 
@@ -180,26 +190,29 @@ def _run_forked_worker(settings: Settings, listeners: Listeners, parent: int) ->
 
 def _prepare(settings: Settings) -> None:
     """Once, before the workers start: create the data directory, bring the database schema
-    up to date, install the configured tag policy, and build the admission webhooks once so
-    that unusable settings stop here with a message, not in a loop of crashing workers."""
+    up to date, install the configured tag policy, and read the htpasswd file and build the
+    admission webhooks once so that unusable settings stop here with a message, not in a
+    loop of crashing workers."""
+    if settings.auth.htpasswd is not None:
+        load_htpasswd(settings.auth.htpasswd)  # DocumentError, OSError
     if uses_data_directory(settings):
         settings.data.mkdir(parents=True, exist_ok=True)
 
     async def prepare() -> None:
-        if settings.metadata_backend == "postgres" and settings.metadata_migrate:
+        if settings.metadata.backend == "postgres" and settings.metadata.migrate:
             before, after = await migrate(settings)
             if before != after:
                 log.info("metadata schema migrated from version %d to %d", before, after)
         registry = build_registry(settings)
         try:
             await registry.meta.connect()
-            if settings.storage_driver != "memory":
+            if settings.storage.driver != "memory":
                 await install_configured_policy(registry, settings)
-            if settings.webhook_listen is not None:
+            if settings.webhook.listen is not None:
                 try:
                     admission = build_admission(settings, registry)
                 except (ValueError, ResolveError) as exc:  # unreadable files, no cluster...
-                    raise ConfigError(str(exc)) from None
+                    raise StartupError(str(exc)) from None
                 await admission.close()
         finally:
             await registry.close()
@@ -207,23 +220,23 @@ def _prepare(settings: Settings) -> None:
     try:
         asyncio.run(prepare())
     except MetadataUnavailable as exc:  # unreachable, or a schema of another version
-        raise ConfigError(str(exc)) from None
+        raise StartupError(str(exc)) from None
 
 
 def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -> int:
     """Run until SIGTERM/SIGINT: the registry API (unless ``registry_api`` is False) and, with
-    ``settings.webhook_listen``, the admission webhooks. ``ready`` is called once serving."""
+    ``settings.webhook.listen``, the admission webhooks. ``ready`` is called once serving."""
     _prepare(settings)
     count = settings.workers
     registry_sockets = bind(settings.listen, count) if registry_api else [None] * count
     webhook_sockets: list[socket.socket | None] = [None] * count
-    if settings.webhook_listen is not None:
-        webhook_sockets = list(bind(settings.webhook_listen, count))
+    if settings.webhook.listen is not None:
+        webhook_sockets = list(bind(settings.webhook.listen, count))
     listeners = [Listeners(r, w) for r, w in zip(registry_sockets, webhook_sockets, strict=True)]
     for name, sock in (("registry", listeners[0].registry), ("webhooks", listeners[0].webhooks)):
         if sock is not None:
             host, port = sock.getsockname()[:2]
-            scheme = "https" if settings.tls_cert else "http"
+            scheme = "https" if settings.tls.cert else "http"
             log.info("moorage %s on %s://%s:%s", name, scheme, host, port)
     log.info("%d worker(s), %s", count, describe_backends(settings))
     if count == 1:

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.postgres import PostgresServer, postgres_for_tests
-from tests.support.seaweedfs import BUCKET, SeaweedFS, start_seaweedfs
-from tests.support.server import RunningRegistry, start_moorage
-from tests.support.topology import Topology, start_topology
+# The shared helpers' asserts explain their failures as the tests' own do.
+pytest.register_assert_rewrite("tests.support")
+
+from tests.support.postgres import PostgresServer, postgres_for_tests  # noqa: E402
+from tests.support.seaweedfs import BUCKET, SeaweedFS, start_seaweedfs  # noqa: E402
+from tests.support.server import RunningRegistry, start_moorage  # noqa: E402
+from tests.support.topology import Topology, start_topology  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The ``moorage tags`` and ``moorage policy`` commands, run as processes against a real
-``moorage serve``; and the ``[policy]`` of a configuration file across restarts."""
+``moorage serve``; the ``[policy]`` of a configuration file across restarts; and the
+settings ``moorage serve`` refuses."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from typing import Any
 import pytest
 
 from moorage.times import parse_time
-from tests.support.http import push_blob, request, sha256
+from tests.support.http import push_image, request
+from tests.support.images import seeded_image, sha256
 from tests.support.server import RunningRegistry, free_port, start_moorage
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+from tests.support.waiting import wait_until
 
 POLICY_TOML = """\
 # A configuration file may be used as it is: only its [policy] table is read.
@@ -97,40 +98,9 @@ def moorage_json(registry: RunningRegistry | str, *args: str) -> Any:
 # -- pushing over HTTP ---------------------------------------------------------------------------
 
 
-def image_manifest(address: str, repo: str, seed: str) -> bytes:
-    """Push a config and a layer for ``seed``; the manifest of them (not pushed)."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
-    layer = (seed.encode() + b"\n") * 200
-    descriptors = []
-    for media_type, data in (
-        ("application/vnd.oci.image.config.v1+json", config),
-        ("application/vnd.oci.image.layer.v1.tar", layer),
-    ):
-        descriptors.append(
-            {"mediaType": media_type, "digest": push_blob(address, repo, data), "size": len(data)}
-        )
-    return json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": descriptors[0],
-            "layers": descriptors[1:],
-        },
-        indent=2,
-    ).encode()
-
-
 def push(registry: RunningRegistry, repo: str, tag: str, seed: str) -> str:
-    manifest = image_manifest(registry.address, repo, seed)
-    reply = request(
-        registry.address,
-        "PUT",
-        f"/v2/{repo}/manifests/{tag}",
-        manifest,
-        {"Content-Type": OCI_MANIFEST},
-    )
-    assert reply.status == 201, reply.body
-    return sha256(manifest)
+    """Push ``seeded_image(seed)`` (the same seed, the same digest) as ``repo:tag``."""
+    return push_image(registry.address, repo, seeded_image(seed, layers=1), tag).digest
 
 
 def tag_digest(registry: RunningRegistry, repo: str, tag: str) -> str | None:
@@ -228,22 +198,77 @@ def test_policy_set_refuses_bad_files(registry: RunningRegistry, tmp_path: Path)
     unknown = tmp_path / "unknown.json"
     unknown.write_text(json.dumps({"rules": [{"name": "x", "mode": "frozen"}]}))
     result = moorage(registry, "policy", "set", str(unknown), status=1)
-    assert result.stderr.startswith("moorage: POLICY_INVALID: ")
-    assert "mode must be 'immutable' or 'mutable'" in result.stderr
+    assert result.stderr == (
+        "moorage: POLICY_INVALID: the policy sent to PUT /v2/_moorage/policy/rules: "
+        "rules: rule 'x': mode: expected 'immutable' or 'mutable', not 'frozen'\n"
+    )
 
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     result = moorage(registry, "policy", "set", str(broken), status=2)
-    assert result.stderr.startswith("moorage: ")
+    assert result.stderr.startswith(f"moorage: policy file {broken}: not valid JSON (")
 
     broken_toml = tmp_path / "broken.toml"
     broken_toml.write_text("[policy\n")
     result = moorage(registry, "policy", "set", str(broken_toml), status=2)
-    assert result.stderr.startswith("moorage: ")
+    assert result.stderr.startswith(f"moorage: policy file {broken_toml}: not valid TOML (")
 
-    result = moorage(registry, "policy", "set", str(tmp_path / "missing.toml"), status=2)
-    assert "missing.toml" in result.stderr
+    missing = tmp_path / "missing.toml"
+    result = moorage(registry, "policy", "set", str(missing), status=2)
+    assert (
+        result.stderr
+        == f"moorage: policy file {missing}: cannot be read: No such file or directory\n"
+    )
     assert moorage_json(registry, "policy", "list")["version"] == 0
+
+
+# -- moorage serve: settings that cannot be used ------------------------------------------------
+
+
+def serve_refused(tmp_path: Path, *args: str, env: dict[str, str], status: int) -> str:
+    """``moorage serve ARGS`` that stops before serving: its stderr (no traceback)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "moorage", "serve", "--listen", f"127.0.0.1:{free_port()}",
+         "--data", str(tmp_path / "data"), *args],
+        env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_serve_names_the_source_key_and_problem_of_a_bad_setting(tmp_path: Path) -> None:
+    config = tmp_path / "moorage.toml"
+    config.write_text('[storage]\ndriver = "s3"\n[storage.s3]\nendpoint = "http://s3:8333"\n')
+    stderr = serve_refused(tmp_path, "--config", str(config), env={}, status=2)
+    assert stderr == (
+        f"moorage: config file {config}: storage.s3.bucket: missing (the s3 storage driver "
+        "needs it)\n"
+    )
+    stderr = serve_refused(tmp_path, env={"MOORAGE_WORKERS": "0"}, status=2)
+    assert (
+        stderr
+        == "moorage: environment variable MOORAGE_WORKERS: workers: must be at least 1, not 0\n"
+    )
+    stderr = serve_refused(tmp_path, "--storage", "memory", env={}, status=2)
+    assert stderr == (
+        "moorage: option --storage: storage.driver: the memory storage driver cannot be shared: "
+        "use workers = 1\n"
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_serve_refuses_a_broken_htpasswd_file_before_starting_workers(tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("# users\nalice:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n")
+    stderr = serve_refused(
+        tmp_path, "--htpasswd", str(htpasswd), "--workers", "2", env={}, status=1
+    )
+    assert stderr == (
+        f"moorage: cannot serve: htpasswd file {htpasswd}: line 2: only bcrypt hashes are "
+        "supported (htpasswd -B)\n"
+    )
 
 
 # -- moorage tags ----------------------------------------------------------------------------------
@@ -254,10 +279,15 @@ def test_tags_history_at_restore_and_digest(registry: RunningRegistry, tmp_path:
     rules.write_text(POLICY_TOML)
     moorage(registry, "policy", "set", str(rules))
 
+    # The registry, another process, stamps events with the wall clock: before the tag moves,
+    # wait until that clock is past its creation by more than the millisecond the history
+    # shows, so that a time between the two events can be asked for.
     first = push(registry, "team/app", "today", "cli-a")
-    time.sleep(0.05)
+    created_at = parse_time(
+        moorage_json(registry, "tags", "history", "team/app:today")["events"][0]["time"]
+    )
+    wait_until(lambda: time.time() > created_at + 0.01, "the clock to pass the tag's creation")
     second = push(registry, "team/app", "today", "cli-b")
-    time.sleep(0.05)
     assert push(registry, "team/app", "1.4.0", "cli-a") == first
 
     table = moorage(registry, "tags", "history", "team/app:today").stdout.splitlines()

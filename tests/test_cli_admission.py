@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import ipaddress
 import json
 import os
@@ -12,7 +13,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ import pytest
 from cryptography import x509
 
 from tests.support.server import free_port
+from tests.support.waiting import WaitTimedOut, wait_until
 
 CERT_FILES = ("ca.crt", "ca.key", "tls.crt", "tls.key")
 HTTPS_ONLY = (
-    "moorage: the admission webhooks are served over HTTPS only: give tls_cert and tls_key "
-    "(moorage certs makes them)\n"
+    "moorage: option --webhook-listen: webhook.listen: the admission webhooks are served over "
+    "HTTPS only: give tls.cert and tls.key (moorage certs makes them)\n"
 )
 
 
@@ -320,7 +321,10 @@ def test_serve_with_half_the_tls_options_fails_clearly(tmp_path: Path) -> None:
         "--tls-cert", str(tmp_path / "certs" / "tls.crt"),
         status=2,
     )  # fmt: skip
-    assert result.stderr == "moorage: tls_cert and tls_key must be given together\n"
+    assert result.stderr == (
+        "moorage: option --tls-cert: tls.key: missing (tls.cert and tls.key must be given "
+        "together)\n"
+    )
 
 
 def test_serve_with_a_bad_webhook_address_fails_clearly(tmp_path: Path) -> None:
@@ -332,7 +336,9 @@ def test_serve_with_a_bad_webhook_address_fails_clearly(tmp_path: Path) -> None:
         "--tls-key", str(tmp_path / "certs" / "tls.key"),
         status=2,
     )  # fmt: skip
-    assert result.stderr == "moorage: expected HOST:PORT, not '8443'\n"
+    assert result.stderr == (
+        "moorage: option --webhook-listen: webhook.listen: expected HOST:PORT, not '8443'\n"
+    )
 
 
 def test_serve_with_the_webhook_port_taken_fails_clearly(tmp_path: Path) -> None:
@@ -375,12 +381,13 @@ def serve_until_exit(
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    deadline = time.monotonic() + limit
+
+    def exited_or_restarting() -> bool:
+        return process.poll() is not None or "restarting" in log.read_text(errors="replace")
+
     try:
-        while process.poll() is None and time.monotonic() < deadline:
-            if "restarting" in log.read_text(errors="replace"):
-                break
-            time.sleep(0.1)
+        with contextlib.suppress(WaitTimedOut):  # then it is stopped, and said to run on
+            wait_until(exited_or_restarting, "serve to exit or restart workers", timeout=limit)
         return process.poll(), log.read_text(errors="replace")
     finally:
         if process.poll() is None:
@@ -394,7 +401,7 @@ def serve_until_exit(
     [
         (
             'docker_config = "/nonexistent/config.json"',
-            "cannot read docker config /nonexistent/config.json",
+            "docker config /nonexistent/config.json: cannot be read: No such file or directory",
         ),
         ('ca_file = "/nonexistent/ca.crt"', "cannot load the CA file /nonexistent/ca.crt"),
         ('kubernetes = "on"', "not running in a Kubernetes pod"),

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from moorage.meta.postgres_schema import SCHEMA_VERSION
+from moorage.meta.postgres.schema import SCHEMA_VERSION
 from tests.support.postgres import PostgresServer
 from tests.support.server import free_port
 

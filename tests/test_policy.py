@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from moorage.policy import Policy, PolicyError
+from moorage.documents import DocumentError
+from moorage.policy import Policy
 
 EXAMPLES: dict[str, Any] = {
     "default": "mutable",
@@ -93,29 +94,70 @@ def test_round_trip() -> None:
 
 
 @pytest.mark.parametrize(
-    ("document", "fragment"),
+    ("document", "key", "problem"),
     [
-        ([], "object"),
-        ({"rules": {}}, "list"),
-        ({"default": "frozen"}, "default"),
-        ({"extra": 1}, "unknown policy keys"),
-        ({"rules": [{"mode": "frozen"}]}, "mode"),
-        ({"rules": [{"mode": "immutable", "colour": "red"}]}, "unknown keys"),
-        ({"rules": [{"mode": "immutable", "tags": "regex:("}]}, "invalid pattern"),
-        ({"rules": [{"mode": "immutable", "tags": []}]}, "tags"),
-        ({"rules": [{"mode": "immutable", "tags": [""]}]}, "tags"),
-        ({"rules": [{"mode": "immutable", "repositories": 3}]}, "repositories"),
-        ({"rules": [{"name": "", "mode": "immutable"}]}, "name"),
-        ({"rules": [{"name": "a", "mode": "mutable"}, {"name": "a", "mode": "mutable"}]}, "unique"),
-        ({"rules": ["x"]}, "table"),
+        ([], "", "expected a table/object, not a list"),
+        ({"rules": {}}, "rules", "expected a list, not a table/object"),
+        ({"default": "frozen"}, "default", "expected 'immutable' or 'mutable', not 'frozen'"),
+        ({"extra": 1}, "extra", "unknown key (known: default, rules)"),
+        (
+            {"rules": [{"mode": "frozen"}]},
+            "rules[0].mode",
+            "expected 'immutable' or 'mutable', not 'frozen'",
+        ),
+        (
+            {"rules": [{"name": "a", "mode": "frozen"}]},
+            "rules: rule 'a': mode",
+            "expected 'immutable' or 'mutable', not 'frozen'",
+        ),
+        ({"rules": [{"name": "a"}]}, "rules: rule 'a': mode", "missing"),
+        (
+            {"rules": [{"mode": "immutable", "colour": "red"}]},
+            "rules[0].colour",
+            "unknown key (known: description, except_tags, mode, name, repositories, tags)",
+        ),
+        (
+            {"rules": [{"mode": "immutable", "tags": "regex:("}]},
+            "rules[0].tags",
+            "invalid pattern 'regex:(': missing ), unterminated subpattern at position 0",
+        ),
+        (
+            {"rules": [{"name": "v", "mode": "immutable", "tags": ["v*", "regex:["]}]},
+            "rules: rule 'v': tags[1]",
+            "invalid pattern 'regex:[': unterminated character set at position 0",
+        ),
+        ({"rules": [{"mode": "immutable", "tags": []}]}, "rules[0].tags", "must not be empty"),
+        ({"rules": [{"mode": "immutable", "tags": [""]}]}, "rules[0].tags[0]", "must not be empty"),
+        (
+            {"rules": [{"mode": "immutable", "repositories": 3}]},
+            "rules[0].repositories",
+            "expected a string or a list, not 3",
+        ),
+        ({"rules": [{"name": "", "mode": "immutable"}]}, "rules[0].name", "must not be empty"),
+        (
+            {"rules": [{"name": "a", "mode": "mutable"}, {"name": "a", "mode": "mutable"}]},
+            "rules",
+            "rule names must be unique: a",
+        ),
+        (
+            {"rules": [{"mode": "mutable"}, {"name": "rule-1", "mode": "mutable"}]},
+            "rules",
+            "rule names must be unique: rule-1",
+        ),
+        ({"rules": ["x"]}, "rules[0]", "expected a table/object, not 'x'"),
     ],
 )
-def test_invalid_documents(document: Any, fragment: str) -> None:
-    with pytest.raises(PolicyError) as info:
-        Policy.from_dict(document)
-    assert fragment in str(info.value)
+def test_invalid_documents(document: Any, key: str, problem: str) -> None:
+    with pytest.raises(DocumentError) as info:
+        Policy.from_dict(document, "the policy in a test")
+    error = info.value
+    assert (error.source, error.key, error.problem) == ("the policy in a test", key, problem)
+    assert str(error) == ": ".join(part for part in ("the policy in a test", key, problem) if part)
 
 
 def test_invalid_json() -> None:
-    with pytest.raises(PolicyError):
-        Policy.from_json("{not json")
+    with pytest.raises(DocumentError) as info:
+        Policy.from_json("{not json", "policy.json")
+    assert str(info.value).startswith("policy.json: not valid JSON (")
+    with pytest.raises(DocumentError, match=r"^tag policy: not valid JSON"):
+        Policy.from_json(b"\xff\xfe{}")

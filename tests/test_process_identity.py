@@ -7,13 +7,13 @@ import dataclasses
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from moorage import process_identity
 from moorage.process_identity import ProcessIdentity, has_exited, of_pid
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     not process_identity.current().checkable, reason="needs /proc (Linux)"
@@ -49,10 +49,7 @@ def test_a_running_process_is_alive_and_a_dead_one_is_not(
     assert not has_exited(holder)
     child.kill()
     # Killed but not yet reaped: a zombie holds no lease.
-    deadline = time.monotonic() + 10
-    while state(child.pid) != "Z":
-        assert time.monotonic() < deadline, "the child never became a zombie"
-        time.sleep(0.01)
+    wait_until(lambda: state(child.pid) == "Z", "the killed child to become a zombie")
     assert has_exited(holder)
     child.wait()
     assert has_exited(holder)

@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.http import location_path, request, sha256, with_query
+from tests.support.http import location_path, request, with_query
+from tests.support.images import sha256
 from tests.support.server import RunningRegistry, start_moorage
+from tests.support.waiting import wait_until
 
 
 def chunked_upload(addresses: list[str], repo: str, data: bytes, chunk: int) -> str:
@@ -84,14 +85,14 @@ def test_dead_worker_is_replaced_and_shutdown_is_clean(fresh_moorage: RunningReg
     assert len(pids) == 2
     victim = min(pids)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def replaced() -> bool:
         current = worker_pids(fresh_moorage)
-        if len(current) == 2 and victim not in current:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError(f"worker not replaced: {worker_pids(fresh_moorage)}")
+        return len(current) == 2 and victim not in current
+
+    wait_until(
+        replaced, lambda: f"the dead worker to be replaced (workers: {worker_pids(fresh_moorage)})"
+    )
     for _ in range(6):
         assert request(fresh_moorage.address, "GET", "/v2/").status == 200
     fresh_moorage.process.send_signal(signal.SIGTERM)
@@ -113,10 +114,11 @@ def test_workers_stop_when_the_parent_is_killed(fresh_moorage: RunningRegistry) 
     assert len(pids) == 2
     fresh_moorage.process.kill()  # SIGKILL: the supervisor gets no chance to stop them
     fresh_moorage.process.wait()
-    deadline = time.monotonic() + 15
-    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [pid for pid in pids if _running(pid)], "workers outlived their parent"
+    wait_until(
+        lambda: not any(_running(pid) for pid in pids),
+        lambda: f"the workers to stop ({[pid for pid in pids if _running(pid)]} still run)",
+        timeout=15,
+    )
     with pytest.raises(OSError):
         request(fresh_moorage.address, "GET", "/v2/")
 

@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 import random
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.support.http import Reply, location_path, request, sha256, with_query
+from tests.support.http import Reply, location_path, request, with_query
+from tests.support.images import sha256
 from tests.support.postgres import PostgresServer
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.server import RunningRegistry, start_moorage
 from tests.support.topology import replica_environment
+from tests.support.waiting import wait_until
 
 MIB = 1024 * 1024
 SEED = int(os.environ.get("MOORAGE_TEST_SEED") or random.SystemRandom().randrange(1 << 32))
@@ -90,26 +91,33 @@ def session_offset(registry: Registry, location: str, where: str) -> int:
 
 def wait_for_offset(registry: Registry, location: str, offset: int, where: str) -> None:
     """Until the running registry reports ``offset`` (a checkpoint it recorded)."""
-    deadline = time.monotonic() + 60
-    while (current := session_offset(registry, location, where)) != offset:
-        assert current < offset, f"{where}: the upload is at {current}, past {offset}"
-        assert time.monotonic() < deadline, f"{where}: still at {current}, waiting for {offset}"
-        time.sleep(0.01)
+    current = -1
+
+    def reached() -> bool:
+        nonlocal current
+        current = session_offset(registry, location, where)
+        assert current <= offset, f"{where}: the upload is at {current}, past {offset}"
+        return current == offset
+
+    wait_until(
+        reached,
+        lambda: f"{where}: the upload to reach {offset} (still at {current})",
+        timeout=60,
+    )
 
 
 def wait_until_writing(registry: Registry, location: str, where: str) -> None:
     """Until a request holds the upload's lease (it is streaming into the upload): a chunk
     that cannot fit is refused either way, and the refusal says which."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def writing() -> bool:
         reply = request(
             registry.address, "PATCH", location, b"x", {"Content-Range": f"{10**15}-{10**15}"}
         )
         assert reply.status == 416, f"{where}: probe: {reply.status} {reply.body!r}"
-        if b"another request is writing" in reply.body:
-            return
-        assert time.monotonic() < deadline, f"{where}: the upload never got a writer"
-        time.sleep(0.01)
+        return b"another request is writing" in reply.body
+
+    wait_until(writing, f"{where}: a request to write into the upload", timeout=60)
 
 
 def start_session(registry: Registry) -> str:

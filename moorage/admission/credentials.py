@@ -20,13 +20,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
+
+from moorage.documents import (
+    SECRET,
+    DocumentError,
+    Invalid,
+    key,
+    located,
+    parse_json,
+    read,
+    read_as,
+)
 
 log = logging.getLogger("moorage.admission")
 
@@ -34,10 +45,6 @@ DOCKER_HUB = "docker.io"
 _HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 #: Top-level keys of config.json other than ``auths``: a file with any of them is not legacy.
 _CONFIG_KEYS = frozenset({"auths", "credsStore", "credHelpers", "HttpHeaders", "proxies"})
-
-
-class CredentialsError(ValueError):
-    """A credentials file or secret that cannot be read; the message names it and the fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,50 +142,69 @@ def _split_port(host: str) -> tuple[str, str]:
     return host, ""
 
 
-def _text(entry: dict[str, Any], name: str, where: str) -> str:
-    value = entry.get(name)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise CredentialsError(f"{where}.{name} must be a string")
-    return value
-
-
-def _decode_auth(value: str, where: str) -> tuple[str, str]:
+def _decode_auth(value: str) -> tuple[str, str]:
+    """``auth``: base64 of ``user:password``."""
     text = "".join(value.split())
     try:
         decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise CredentialsError(f"{where}.auth is not base64") from None
+        raise Invalid("not base64") from None
     username, sep, password = decoded.partition(":")
     if not sep:
-        raise CredentialsError(f"{where}.auth must be base64 of username:password (no ':' found)")
+        raise Invalid("must be base64 of username:password (no ':' found)")
     return username, password
 
 
-def _entry(key: str, value: Any, where: str) -> AuthEntry | None:
-    if not isinstance(value, dict):
-        raise CredentialsError(f"{where} must be an object")
-    username = _text(value, "username", where)
-    password = _text(value, "password", where)
-    auth = _text(value, "auth", where)
-    token = _text(value, "identitytoken", where)
-    if auth:
-        username, password = _decode_auth(auth, where)
-    if not (username or password or token):
-        return None
-    host, path = split_key(key)
-    if not host:
-        raise CredentialsError(f"{where}: the key names no registry host")
-    return AuthEntry(key, host, path, BasicAuth(username, password, token))
+def _auth(value: str) -> None:
+    if value:
+        _decode_auth(value)
 
 
-def _entries(table: dict[str, Any], where: str) -> tuple[AuthEntry, ...]:
+@dataclass(frozen=True)
+class EntryDocument:
+    """An entry of a Docker config, as written; other keys (``email``...) are ignored."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    auth: Annotated[str, SECRET, _auth] | None = None
+    username: str | None = None
+    password: Annotated[str, SECRET] | None = None
+    identitytoken: Annotated[str, SECRET] | None = None
+
+    def basic_auth(self) -> BasicAuth | None:
+        """The credentials, or None for an entry without any (a credential store's)."""
+        username, password = self.username or "", self.password or ""
+        if self.auth:
+            username, password = _decode_auth(self.auth)
+        if not (username or password or self.identitytoken):
+            return None
+        return BasicAuth(username, password, self.identitytoken or "")
+
+
+@dataclass(frozen=True)
+class ConfigDocument:
+    """``config.json`` and ``.dockerconfigjson``; other keys are ignored."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    auths: dict[str, EntryDocument] = field(default_factory=dict)
+    creds_store: str | None = field(default=None, metadata=key("credsStore"))
+    cred_helpers: dict[str, str] = field(default_factory=dict, metadata=key("credHelpers"))
+
+    def verify(self) -> None:
+        _entries(self.auths, "auths")
+
+
+def _entries(table: Mapping[str, EntryDocument], *where: str) -> tuple[AuthEntry, ...]:
     found = []
-    for key, value in table.items():
-        entry = _entry(key, value, f"{where}[{key!r}]")
-        if entry is not None:
-            found.append(entry)
+    for name, document in table.items():
+        auth = document.basic_auth()
+        if auth is None:
+            continue
+        host, path = split_key(name)
+        if not host:
+            raise Invalid("the key names no registry host", *where, name)
+        found.append(AuthEntry(name, host, path, auth))
     return tuple(found)
 
 
@@ -186,48 +212,40 @@ def parse_docker_config(
     data: bytes | str, source: str, *, legacy: bool | None = None
 ) -> Credentials:
     """Parse a config.json / ``.dockerconfigjson`` (``legacy=False``) or a ``.dockercfg``
-    (``legacy=True``); None decides from the content. Raises ``CredentialsError``."""
-    try:
-        document = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CredentialsError(f"{source}: not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise CredentialsError(f"{source}: expected a JSON object")
+    (``legacy=True``); None decides from the content. ``DocumentError`` names ``source``,
+    the key and the fault."""
+    document: dict[str, Any] = read_as(dict[str, Any], parse_json(data, source), source)
     if legacy is None:
         legacy = not _CONFIG_KEYS.intersection(document)
-    try:
-        if legacy:
-            return Credentials(source, _entries(document, "entry"))
-        auths = document.get("auths", {})
-        if not isinstance(auths, dict):
-            raise CredentialsError("auths must be an object")
-        helpers = document.get("credHelpers")
-        store = document.get("credsStore")
-        return Credentials(
-            source,
-            _entries(auths, "auths"),
-            frozenset(split_key(k)[0] for k in helpers)
-            if isinstance(helpers, dict)
-            else frozenset(),
-            isinstance(store, str) and bool(store),
-        )
-    except CredentialsError as exc:
-        raise CredentialsError(f"{source}: {exc}") from None
+    if legacy:
+        entries = read_as(dict[str, EntryDocument], document, source)
+        try:
+            return Credentials(source, _entries(entries))
+        except Invalid as exc:
+            raise located(source, exc) from None
+    config = read(ConfigDocument, document, source)
+    return Credentials(
+        source,
+        _entries(config.auths),
+        frozenset(split_key(name)[0] for name in config.cred_helpers),
+        bool(config.creds_store),
+    )
 
 
 def load_docker_config(path: Path) -> Credentials:
-    """Read and parse a Docker config file; ``CredentialsError`` says what is wrong."""
+    """Read and parse a Docker config file; ``DocumentError`` says what is wrong."""
+    source = f"docker config {path}"
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise CredentialsError(f"cannot read docker config {path}: {exc.strerror}") from None
-    return parse_docker_config(data, f"docker config {path}")
+        raise DocumentError(source, "", f"cannot be read: {exc.strerror}") from None
+    return parse_docker_config(data, source)
 
 
 class DockerConfigFile:
     """A Docker config file re-read when it changes (a mounted Secret is updated in place).
 
-    The first read raises ``CredentialsError``; a later broken version is logged and the last
+    The first read raises ``DocumentError``; a later broken version is logged and the last
     good one kept.
     """
 
@@ -249,6 +267,6 @@ class DockerConfigFile:
             self._stamp = stamp
             try:
                 self._credentials = load_docker_config(self.path)
-            except CredentialsError as exc:
+            except DocumentError as exc:
                 log.warning("%s; still using the version read before", exc)
         return self._credentials

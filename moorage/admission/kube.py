@@ -39,8 +39,9 @@ from urllib.parse import quote
 
 import aiohttp
 
-from moorage.admission.credentials import Credentials, CredentialsError, parse_docker_config
+from moorage.admission.credentials import Credentials, parse_docker_config
 from moorage.admission.resolver import ResolveContext, ResolveError
+from moorage.documents import DocumentError
 
 log = logging.getLogger("moorage.admission")
 
@@ -135,7 +136,7 @@ class ServiceAccount:
 def credentials_from_secret(secret: Secret) -> Credentials | None:
     """The registry credentials of a pull secret; None for other types of secret.
 
-    Raises ``CredentialsError`` for a pull secret whose content is not a Docker config.
+    Raises ``DocumentError`` for a pull secret whose content is not a Docker config.
     """
     kind = PULL_SECRET_TYPES.get(secret.type)
     if kind is None:
@@ -144,7 +145,7 @@ def credentials_from_secret(secret: Secret) -> Credentials | None:
     payload = secret.data.get(key)
     source = f"pull secret {secret.namespace}/{secret.name}"
     if not payload:
-        raise CredentialsError(f"{source}: type {secret.type} but no {key} in its data")
+        raise DocumentError(source, "", f"type {secret.type} but no {key} in its data")
     return parse_docker_config(payload, source, legacy=legacy)
 
 
@@ -242,7 +243,7 @@ class KubeClient:
                 continue
             try:
                 credentials = credentials_from_secret(secret)
-            except CredentialsError as exc:
+            except DocumentError as exc:
                 log.warning("%s; skipped", exc)
                 continue
             if credentials is not None:

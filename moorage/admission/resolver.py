@@ -1,8 +1,9 @@
 """Resolving image references to digests, for the pinning webhook.
 
 A ``Resolver`` turns ``ImageReference`` (with a tag) into the digest the tag points at now.
-- ``LocalResolver`` answers for images in this registry from its own metadata: no network,
-  and no race with a push in flight (the tag is read from the source of truth).
+- ``LocalResolver`` answers for images in this registry through the registry itself
+  (``Manifests.resolve``): one metadata read, no network, and no race with a push in flight
+  (the tag is read from the source of truth).
 - Images in other registries go to a remote resolver (``admission.remote``) over the OCI API.
 - ``CachingResolver`` remembers other registries' answers: for good for tags the operator
   declares immutable there (``admission.immutable_remote_tags``), briefly otherwise. This
@@ -17,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from moorage.meta.base import MetadataStore
 from moorage.policy import Policy
 from moorage.reference import ImageReference
 
@@ -47,11 +47,18 @@ class Resolver(Protocol):
     async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution: ...
 
 
+class LocalImages(Protocol):
+    """This registry's images, as ``LocalResolver`` reads them (``registry.manifests``)."""
+
+    async def resolve(self, repository: str, tag: str) -> str | None:
+        """The digest ``tag`` points at now in ``repository``, or None."""
+
+
 class LocalResolver:
     """Images whose registry host is one of this registry's own names."""
 
-    def __init__(self, meta: MetadataStore, hosts: frozenset[str]) -> None:
-        self.meta = meta
+    def __init__(self, images: LocalImages, hosts: frozenset[str]) -> None:
+        self.images = images
         self.hosts = hosts
 
     def handles(self, reference: ImageReference) -> bool:
@@ -59,10 +66,10 @@ class LocalResolver:
 
     async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution:
         assert reference.tag is not None
-        record = await self.meta.resolve_tag(reference.path, reference.tag)
-        if record is None:
+        digest = await self.images.resolve(reference.path, reference.tag)
+        if digest is None:
             raise ResolveError(f"{reference} is not in this registry")
-        return Resolution(record.digest, "local")
+        return Resolution(digest, "local")
 
 
 class RoutingResolver:

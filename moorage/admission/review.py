@@ -6,13 +6,13 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+from moorage.documents import key, parse_json, read
 
 API_VERSION = "admission.k8s.io/v1"
-
-
-class ReviewError(ValueError):
-    """A body that is not an AdmissionReview v1 request; answered with 400."""
+#: How messages name the body of a review.
+SOURCE = "AdmissionReview"
 
 
 @dataclass(frozen=True)
@@ -41,51 +41,70 @@ class AdmissionRequest:
         return f"{generate}*" if isinstance(generate, str) and generate else "(unnamed)"
 
 
-def _text(value: Any, where: str, *, required: bool = False) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str):
-        raise ReviewError(f"{where} must be a string")
-    return value
+@dataclass(frozen=True)
+class _Kind:
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    kind: str
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class _Resource:
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    resource: str
+
+
+@dataclass(frozen=True)
+class _Request:
+    """``request`` of an AdmissionReview, as far as moorage reads it; other keys are ignored."""
+
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    uid: str
+    kind: _Kind
+    resource: _Resource
+    operation: str
+    sub_resource: str | None = field(default=None, metadata=key("subResource"))
+    namespace: str | None = None
+    name: str | None = None
+    object: dict[str, Any] | None = None
+    old_object: dict[str, Any] | None = field(default=None, metadata=key("oldObject"))
+    #: Taken as given: only ``true`` means a dry run, and a user name that is not a string
+    #: is none.
+    dry_run: Any = field(default=None, metadata=key("dryRun"))
+    user_info: Any = field(default=None, metadata=key("userInfo"))
+
+
+@dataclass(frozen=True)
+class _Review:
+    IGNORE_UNKNOWN_KEYS: ClassVar[bool] = True
+
+    api_version: Literal["admission.k8s.io/v1"] = field(metadata=key("apiVersion"))
+    kind: Literal["AdmissionReview"]
+    request: _Request
 
 
 def parse_review(body: bytes) -> AdmissionRequest:
-    try:
-        review = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise ReviewError(f"body is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(review, dict):
-        raise ReviewError("body must be a JSON object")
-    if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
-        raise ReviewError(f"expected an AdmissionReview of apiVersion {API_VERSION}")
-    request = review.get("request")
-    if not isinstance(request, dict):
-        raise ReviewError("AdmissionReview has no request")
-    kind = request.get("kind")
-    resource = request.get("resource")
-    if not isinstance(kind, dict) or not isinstance(resource, dict):
-        raise ReviewError("request.kind and request.resource must be objects")
-    obj = request.get("object")
-    if obj is not None and not isinstance(obj, dict):
-        raise ReviewError("request.object must be an object")
-    old = request.get("oldObject")
-    if old is not None and not isinstance(old, dict):
-        raise ReviewError("request.oldObject must be an object")
-    user_info = request.get("userInfo")
-    user = user_info.get("username") if isinstance(user_info, dict) else None
+    """The request of an AdmissionReview v1 body; ``DocumentError`` says what is wrong, with
+    the key at fault (answered with 400)."""
+    request = read(_Review, parse_json(body, SOURCE), SOURCE).request
+    info = request.user_info
+    user = info.get("username") if isinstance(info, dict) else None
     return AdmissionRequest(
-        uid=_text(request.get("uid"), "request.uid", required=True),
-        kind=_text(kind.get("kind"), "request.kind.kind", required=True),
-        group=_text(kind.get("group"), "request.kind.group"),
-        resource=_text(resource.get("resource"), "request.resource.resource", required=True),
-        sub_resource=_text(request.get("subResource"), "request.subResource"),
-        operation=_text(request.get("operation"), "request.operation", required=True),
-        namespace=_text(request.get("namespace"), "request.namespace"),
-        name=_text(request.get("name"), "request.name"),
-        object=obj or {},
-        dry_run=request.get("dryRun") is True,
+        uid=request.uid,
+        kind=request.kind.kind,
+        group=request.kind.group or "",
+        resource=request.resource.resource,
+        sub_resource=request.sub_resource or "",
+        operation=request.operation,
+        namespace=request.namespace or "",
+        name=request.name or "",
+        object=request.object or {},
+        dry_run=request.dry_run is True,
         user=user if isinstance(user, str) else "",
-        old_object=old or {},
+        old_object=request.old_object or {},
     )
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from moorage.addresses import split_address
 from moorage.admission.credentials import Credentials, DockerConfigFile
 from moorage.admission.kube import ClusterConfig, KubeClient, in_cluster
 from moorage.admission.mutate import Pinner
 from moorage.admission.remote import RemoteResolver
 from moorage.admission.resolver import CachingResolver, LocalResolver, RoutingResolver
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
-from moorage.admission.validation import RuleError, local_tag_mode, parse_rules, validate
-from moorage.config import ConfigError, Settings, split_address
+from moorage.admission.settings import AdmissionSettings
+from moorage.admission.validation import local_tag_mode, validate
 from moorage.registry.service import Registry
 
 #: The remote resolver's own timeout stays under the pinner's deadline, so users see the
@@ -25,10 +27,21 @@ from moorage.registry.service import Registry
 _REMOTE_SHARE = 0.8
 
 
+class Settings(Protocol):
+    """What the webhooks read of the registry's settings: its listen address (images
+    written with it are this registry's) and the ``[admission]`` section."""
+
+    @property
+    def listen(self) -> str: ...
+
+    @property
+    def admission(self) -> AdmissionSettings: ...
+
+
 def own_hosts(settings: Settings) -> frozenset[str]:
     host, port = split_address(settings.listen)
     written = f"[{host}]" if ":" in host else host  # as image references write IPv6 hosts
-    hosts = {*settings.admission_registry_hosts, f"{written}:{port}"}
+    hosts = {*settings.admission.registry_hosts, f"{written}:{port}"}
     if host in ("0.0.0.0", "::", "127.0.0.1", "localhost", "::1"):
         hosts |= {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
     return frozenset(hosts)
@@ -50,24 +63,23 @@ def cluster_config(settings: Settings) -> ClusterConfig | None:
     """Where to read pull secrets: the API server ``admission.kubernetes_api`` names, or the
     in-cluster one (when running in a pod, or required by ``kubernetes = "on"``); None when
     the Kubernetes API is not used. Raises ``KubernetesError`` when it cannot be."""
-    if settings.admission_kubernetes == "off":
+    admission = settings.admission
+    if admission.kubernetes == "off":
         return None
-    if settings.admission_kubernetes_api is not None:
-        assert settings.admission_kubernetes_token_file is not None  # load_settings checks it
+    if admission.kubernetes_api is not None:
+        assert admission.kubernetes_token_file is not None  # the settings check it
         return ClusterConfig.explicit(
-            settings.admission_kubernetes_api,
-            settings.admission_kubernetes_token_file,
-            settings.admission_kubernetes_ca_file,
+            admission.kubernetes_api, admission.kubernetes_token_file, admission.kubernetes_ca_file
         )
-    if settings.admission_kubernetes == "on" or in_cluster():
+    if admission.kubernetes == "on" or in_cluster():
         return ClusterConfig.in_cluster()
     return None
 
 
 def _remote(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) -> RemoteResolver:
     credentials: Callable[[], Credentials] | None = None
-    if settings.admission_docker_config is not None:
-        credentials = DockerConfigFile(settings.admission_docker_config)
+    if settings.admission.docker_config is not None:
+        credentials = DockerConfigFile(settings.admission.docker_config)
     config = cluster_config(settings)
     secrets_for = None
     if config is not None:
@@ -77,34 +89,31 @@ def _remote(settings: Settings, closers: list[Callable[[], Awaitable[None]]]) ->
     remote = RemoteResolver(
         credentials=credentials,
         secrets_for=secrets_for,
-        insecure_hosts=frozenset(settings.admission_insecure_registries),
-        ca_file=settings.admission_ca_file,
-        timeout=settings.admission_deadline * _REMOTE_SHARE,
+        insecure_hosts=frozenset(settings.admission.insecure_registries),
+        ca_file=settings.admission.ca_file,
+        timeout=settings.admission.deadline * _REMOTE_SHARE,
     )
     closers.append(remote.close)
     return remote
 
 
 def build_admission(settings: Settings, registry: Registry) -> Admission:
-    try:
-        rules = parse_rules(settings.admission_validation_rules)
-    except RuleError as exc:
-        raise ConfigError(f"invalid [admission.validation]: {exc}") from None
+    rules = settings.admission.validation.parsed()
     hosts = own_hosts(settings)
     closers: list[Callable[[], Awaitable[None]]] = []
-    remote = _remote(settings, closers) if settings.admission_remote else None
+    remote = _remote(settings, closers) if settings.admission.remote else None
     policies = registry.policies
 
     resolver = CachingResolver(
-        RoutingResolver(LocalResolver(registry.meta, hosts), remote),
-        immutable=settings.immutable_remote_tags(),
-        ttl=settings.admission_cache_ttl,
+        RoutingResolver(LocalResolver(registry.manifests, hosts), remote),
+        immutable=settings.admission.immutable_tags(),
+        ttl=settings.admission.cache_ttl,
     )
     pinner = Pinner(
         resolver,
-        registry.meta.record_pins,
-        on_failure="warn" if settings.admission_on_failure == "warn" else "deny",
-        deadline=settings.admission_deadline,
+        registry.pins.record,
+        on_failure=settings.admission.on_failure,
+        deadline=settings.admission.deadline,
     )
 
     async def validator(request: AdmissionRequest) -> AdmissionResponse:

@@ -68,13 +68,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 
 from moorage.admission.pinning import OPERATIONS, written_tag
 from moorage.admission.review import AdmissionRequest, AdmissionResponse
 from moorage.admission.workloads import CONTAINER_KINDS, ContainerKind, ImageSite, image_sites
-from moorage.policy import Decision, Pattern, Policy, PolicyError, pattern_texts
+from moorage.documents import ONE_OR_MORE, Invalid, hint, located, non_empty, read, read_as
+from moorage.policy import Decision, Pattern, Policy
 from moorage.reference import DOCKER_HUB, ImageReference, ReferenceError, parse_reference
 
 Action = Literal["deny", "warn"]
@@ -100,51 +101,15 @@ _CHECKS = (
     "refuse_mutable_tags",
     "refuse_latest",
 )
-_RULE_KEYS = frozenset(
-    {
-        "name",
-        "namespaces",
-        "except_namespaces",
-        "allowed_sources",
-        "denied_sources",
-        "require_digest",
-        "refuse_mutable_tags",
-        "refuse_latest",
-        "action",
-        "description",
-    }
-)
 
 
-class RuleError(ValueError):
-    """A validation rule document that cannot be used; the message says what to fix."""
-
-
-def _compiled(pattern: Pattern, where: str) -> Pattern:
-    try:
-        pattern.regex  # noqa: B018 - compiles now, so a bad pattern is refused when loaded
-    except PolicyError as exc:
-        raise RuleError(f"{where}: {exc}") from None
-    return pattern
-
-
-def _strings(value: Any, where: str, *, may_be_empty: bool = False) -> tuple[str, ...]:
-    try:
-        return pattern_texts(value, where, may_be_empty=may_be_empty)
-    except PolicyError as exc:
-        raise RuleError(str(exc)) from None
-
-
-def _namespace_patterns(value: Any, where: str, *, may_be_empty: bool) -> tuple[Pattern, ...]:
-    patterns = []
-    for text in _strings(value, where, may_be_empty=may_be_empty):
-        if not text.startswith(_REGEX_PREFIX) and not _NAMESPACE_GLOB_RE.fullmatch(text):
-            raise RuleError(
-                f"{where}: {text!r} is not a namespace pattern (namespaces are lowercase letters, "
-                "digits and '-'; globs may use '*' and '?'; or write 'regex:<pattern>')"
-            )
-        patterns.append(_compiled(Pattern(text, segments=False), where))
-    return tuple(patterns)
+def _namespace_pattern(text: str) -> None:
+    if not text.startswith(_REGEX_PREFIX) and not _NAMESPACE_GLOB_RE.fullmatch(text):
+        raise Invalid(
+            f"{text!r} is not a namespace pattern (namespaces are lowercase letters, digits "
+            "and '-'; globs may use '*' and '?'; or write 'regex:<pattern>')"
+        )
+    Pattern(text, segments=False).regex  # noqa: B018 - compiles: raises Invalid
 
 
 @dataclass(frozen=True)
@@ -159,46 +124,118 @@ class Source:
         return self.pattern.matches(repository)
 
     @classmethod
-    def parse(cls, text: str, where: str) -> Source:
+    def parse(cls, text: str) -> Source:
+        """The source ``text`` names; ``Invalid`` says why it names none."""
         if text.startswith(_REGEX_PREFIX):
-            return cls(text, _compiled(Pattern(text, segments=True), where))
-        problem = f"{where}: {text!r}"
+            source = cls(text, Pattern(text, segments=True))
+            source.pattern.regex  # noqa: B018 - compiles: raises Invalid
+            return source
         if "@" in text or any(c.isspace() for c in text):
-            raise RuleError(f"{problem} is not a source: sources name repositories, not digests")
+            raise Invalid(f"{text!r} is not a source: sources name repositories, not digests")
         host, slash, path = text.partition("/")
         host = host.lower()
         if host in _LEGACY_HUB_HOSTS:
             host = DOCKER_HUB
         if not host or not _HOST_GLOB_RE.fullmatch(host):
-            raise RuleError(f"{problem} does not start with a registry host")
+            raise Invalid(f"{text!r} does not start with a registry host")
         if slash and not path:
-            raise RuleError(f"{problem} ends with '/': write {host!r} for every repository on it")
+            raise Invalid(f"{text!r} ends with '/': write {host!r} for every repository on it")
         if ":" in path:
-            raise RuleError(f"{problem} is not a source: sources name repositories, not tags")
+            raise Invalid(f"{text!r} is not a source: sources name repositories, not tags")
         if path and (not _PATH_GLOB_RE.fullmatch(path) or "" in path.split("/")):
-            raise RuleError(
-                f"{problem} is not a repository pattern (paths are lowercase [a-z0-9._-] "
+            raise Invalid(
+                f"{text!r} is not a repository pattern (paths are lowercase [a-z0-9._-] "
                 "components separated by single '/'; globs may use '*', '**' and '?')"
             )
         if not path:
             path = "**"  # a bare host: every repository on it
         elif host == DOCKER_HUB and "/" not in path and path != "**":
             if _GLOB_CHARS & set(path):
-                raise RuleError(
-                    f"{problem} is ambiguous: Docker Hub names have two components "
+                raise Invalid(
+                    f"{text!r} is ambiguous: Docker Hub names have two components "
                     f"(nginx is {DOCKER_HUB}/library/nginx); write '{DOCKER_HUB}/library/{path}' "
                     f"for official images or '{DOCKER_HUB}' for all of Docker Hub"
                 )
             path = f"library/{path}"  # as Docker reads docker.io/nginx
-        return cls(text, _compiled(Pattern(f"{host}/{path}", segments=True), where))
+        source = cls(text, Pattern(f"{host}/{path}", segments=True))
+        source.pattern.regex  # noqa: B018 - compiles: raises Invalid
+        return source
 
 
-def _sources(value: Any, where: str) -> tuple[Source, ...]:
-    if value == []:
-        raise RuleError(
-            f"{where} is empty, which would refuse every image: leave it out to allow any source"
+def _allowed(sources: tuple[str, ...]) -> None:
+    if not sources:
+        raise Invalid("empty, which would refuse every image: leave it out to allow any source")
+
+
+def _denied(sources: tuple[str, ...]) -> None:
+    if not sources:
+        raise Invalid("empty, which denies nothing: leave it out")
+
+
+def _rule_name(name: str) -> None:
+    if not name.strip() or name != name.strip():
+        raise Invalid("must be a non-empty string without outer spaces")
+
+
+NamespacePattern = Annotated[str, non_empty, _namespace_pattern]
+SourcePattern = Annotated[str, non_empty, Source.parse]
+
+
+@dataclass(frozen=True)
+class RuleDocument:
+    """A validation rule as written (see the module's documentation)."""
+
+    ITEM_LABEL: ClassVar[str] = "validation rule"
+
+    name: Annotated[str, _rule_name]
+    namespaces: Annotated[tuple[NamespacePattern, ...], ONE_OR_MORE, non_empty] = field(
+        metadata=hint('write "*" for every namespace')
+    )
+    except_namespaces: Annotated[tuple[NamespacePattern, ...], ONE_OR_MORE] = ()
+    allowed_sources: Annotated[tuple[SourcePattern, ...], ONE_OR_MORE, _allowed] | None = None
+    denied_sources: Annotated[tuple[SourcePattern, ...], ONE_OR_MORE, _denied] = ()
+    require_digest: bool = False
+    refuse_mutable_tags: bool = False
+    refuse_latest: bool = False
+    action: Action = "deny"
+    description: str = ""
+
+    def verify(self) -> None:
+        if not (
+            self.allowed_sources is not None
+            or self.denied_sources
+            or self.require_digest
+            or self.refuse_mutable_tags
+            or self.refuse_latest
+        ):
+            raise Invalid(f"checks nothing: set one of {', '.join(_CHECKS)}")
+
+    def rule(self) -> ValidationRule:
+        return ValidationRule(
+            name=self.name,
+            namespaces=tuple(Pattern(text, segments=False) for text in self.namespaces),
+            except_namespaces=tuple(
+                Pattern(text, segments=False) for text in self.except_namespaces
+            ),
+            allowed_sources=(
+                None
+                if self.allowed_sources is None
+                else tuple(Source.parse(text) for text in self.allowed_sources)
+            ),
+            denied_sources=tuple(Source.parse(text) for text in self.denied_sources),
+            require_digest=self.require_digest,
+            refuse_mutable_tags=self.refuse_mutable_tags,
+            refuse_latest=self.refuse_latest,
+            action=self.action,
+            description=self.description,
         )
-    return tuple(Source.parse(text, where) for text in _strings(value, where))
+
+
+def unique_rule_names(rules: Sequence[RuleDocument], *at: str | int) -> None:
+    names = [rule.name for rule in rules]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise Invalid(f"validation rule names must be unique: {', '.join(duplicates)}", *at)
 
 
 def subject(reference: ImageReference) -> str:
@@ -214,12 +251,6 @@ def subject(reference: ImageReference) -> str:
     if domain == DOCKER_HUB and "/" not in path:
         path = f"library/{path}"
     return f"{domain}/{path}"
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise RuleError(f"{where} must be true or false")
-    return value
 
 
 def _texts(sources: Sequence[Source]) -> str:
@@ -291,65 +322,9 @@ class ValidationRule:
         return problems
 
     @classmethod
-    def from_dict(cls, value: Any, position: int = 1) -> ValidationRule:
-        where = f"validation rule {position}"
-        if not isinstance(value, Mapping):
-            raise RuleError(f"{where} must be a table/object")
-        unknown = set(value) - _RULE_KEYS
-        if unknown:
-            raise RuleError(
-                f"{where} has unknown keys: {', '.join(sorted(map(str, unknown)))} "
-                f"(known: {', '.join(sorted(_RULE_KEYS))})"
-            )
-        name = value.get("name")
-        if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise RuleError(f"{where}: name must be a non-empty string without outer spaces")
-        where = f"validation rule {name!r}"
-        if "namespaces" not in value:
-            raise RuleError(f'{where}: namespaces is required (write "*" for every namespace)')
-        action = value.get("action", "deny")
-        if action not in ACTIONS:
-            raise RuleError(f"{where}: action must be 'deny' or 'warn'")
-        description = value.get("description", "")
-        if not isinstance(description, str):
-            raise RuleError(f"{where}: description must be a string")
-        rule = cls(
-            name=name,
-            namespaces=_namespace_patterns(
-                value["namespaces"], f"{where}: namespaces", may_be_empty=False
-            ),
-            except_namespaces=_namespace_patterns(
-                value.get("except_namespaces", []),
-                f"{where}: except_namespaces",
-                may_be_empty=True,
-            ),
-            allowed_sources=(
-                _sources(value["allowed_sources"], f"{where}: allowed_sources")
-                if "allowed_sources" in value
-                else None
-            ),
-            denied_sources=(
-                _sources(value["denied_sources"], f"{where}: denied_sources")
-                if "denied_sources" in value
-                else ()
-            ),
-            require_digest=_bool(value.get("require_digest", False), f"{where}: require_digest"),
-            refuse_mutable_tags=_bool(
-                value.get("refuse_mutable_tags", False), f"{where}: refuse_mutable_tags"
-            ),
-            refuse_latest=_bool(value.get("refuse_latest", False), f"{where}: refuse_latest"),
-            action=action,
-            description=description,
-        )
-        if not (
-            rule.allowed_sources is not None
-            or rule.denied_sources
-            or rule.require_digest
-            or rule.refuse_mutable_tags
-            or rule.refuse_latest
-        ):
-            raise RuleError(f"{where} checks nothing: set one of {', '.join(_CHECKS)}")
-        return rule
+    def from_dict(cls, value: Any, source: str = "validation rule") -> ValidationRule:
+        """Read one rule document; ``DocumentError`` names ``source``, the key and the fault."""
+        return read(RuleDocument, value, source).rule()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -372,18 +347,17 @@ class ValidationRule:
         return out
 
 
-def parse_rules(value: Any) -> tuple[ValidationRule, ...]:
-    """Rules from a list of documents (``[[admission.validation.rules]]``), names unique."""
+def parse_rules(value: Any, source: str = "validation rules") -> tuple[ValidationRule, ...]:
+    """Rules from a list of documents (``[[admission.validation.rules]]``, or JSON), names
+    unique; ``DocumentError`` names ``source``, the rule, the key and the fault."""
     if value is None:
         return ()
-    if not isinstance(value, list | tuple):
-        raise RuleError("validation rules must be a list of tables/objects")
-    rules = tuple(ValidationRule.from_dict(v, i + 1) for i, v in enumerate(value))
-    names = [r.name for r in rules]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise RuleError(f"validation rule names must be unique: {', '.join(duplicates)}")
-    return rules
+    documents = read_as(tuple[RuleDocument, ...], value, source)
+    try:
+        unique_rule_names(documents)
+    except Invalid as exc:
+        raise located(source, exc) from None
+    return tuple(document.rule() for document in documents)
 
 
 def local_tag_mode(policy: Policy, hosts: Collection[str]) -> TagMode:

@@ -12,20 +12,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from moorage.api import extension
 from moorage.api.auth import Action, Authenticator
 from moorage.api.errors import exception_response
+from moorage.api.settings import AuthSettings
 from moorage.api.v2 import blobs, listing, manifests, uploads
 from moorage.api.v2.common import ACTOR_KEY, API_HEADERS, REQUEST_ID_HEADER, USER_KEY
 from moorage.api.v2.paths import parse_path
-from moorage.config import Settings
 from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
 from moorage.names import validate_name
 from moorage.registry.service import Registry
-from moorage.registry.uploads import UploadOutOfOrder
+from moorage.registry.settings import DeleteSettings, MountSettings
+from moorage.registry.upload_sessions import UploadOutOfOrder
 
 log = logging.getLogger("moorage.api")
 
@@ -42,6 +44,19 @@ _PURGE_INTERVAL = 600.0
 MAX_REQUEST_LINE = 64 * 1024
 
 
+class Settings(Protocol):
+    """What the API reads of the registry's settings."""
+
+    @property
+    def auth(self) -> AuthSettings: ...
+
+    @property
+    def mount(self) -> MountSettings: ...
+
+    @property
+    def delete(self) -> DeleteSettings: ...
+
+
 class V2Api:
     """Entry points for /v2/ and everything under it."""
 
@@ -49,7 +64,7 @@ class V2Api:
         self.registry = registry
         self.settings = settings
         self.auth = Authenticator(
-            settings.auth_htpasswd, settings.auth_anonymous_pull, frozenset(settings.auth_admins)
+            settings.auth.htpasswd, settings.auth.anonymous_pull, frozenset(settings.auth.admins)
         )
         self._routes: dict[tuple[str, str], tuple[Handler, Action]] = {
             ("manifest", "GET"): (manifests.get_manifest, "pull"),
@@ -85,7 +100,7 @@ class V2Api:
     async def _start_upload(
         self, request: web.Request, registry: Registry, name: str, _ref: str
     ) -> web.StreamResponse:
-        return await uploads.start_upload(request, registry, name, self.settings.mount_automatic)
+        return await uploads.start_upload(request, registry, name, self.settings.mount.automatic)
 
     async def base(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -114,7 +129,7 @@ class V2Api:
                     headers={"Allow": ", ".join(allowed)},
                 )
             handler, action = entry
-            if action == "delete" and not self.settings.delete_enabled:
+            if action == "delete" and not self.settings.delete.enabled:
                 raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled on this registry")
             if self.auth.enabled:
                 user = await self.auth.authenticate(request.headers.get("Authorization"), action)

@@ -17,6 +17,7 @@ from typing import Literal
 
 import bcrypt
 
+from moorage.documents import DocumentError
 from moorage.errors import ErrorCode, RegistryError
 
 Action = Literal["pull", "push", "delete", "admin"]
@@ -27,11 +28,10 @@ _CACHE_MAX = 4096
 _EMPTY_CREDENTIALS = "Basic " + base64.b64encode(b":").decode()
 
 
-class HtpasswdError(Exception):
-    pass
-
-
 def load_htpasswd(path: Path) -> dict[str, bytes]:
+    """The users and bcrypt hashes of an htpasswd file; ``DocumentError`` names the line at
+    fault, ``OSError`` when it cannot be read."""
+    source = f"htpasswd file {path}"
     users: dict[str, bytes] = {}
     for number, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -39,9 +39,11 @@ def load_htpasswd(path: Path) -> dict[str, bytes]:
             continue
         user, sep, hashed = line.partition(":")
         if not sep or not user:
-            raise HtpasswdError(f"{path}:{number}: expected user:hash")
+            raise DocumentError(source, f"line {number}", "expected user:hash")
         if not hashed.startswith(("$2y$", "$2b$", "$2a$")):
-            raise HtpasswdError(f"{path}:{number}: only bcrypt hashes are supported (htpasswd -B)")
+            raise DocumentError(
+                source, f"line {number}", "only bcrypt hashes are supported (htpasswd -B)"
+            )
         users[user] = hashed.encode()
     return users
 

@@ -188,7 +188,7 @@ async def digest_tags(request: web.Request, registry: Registry, name: str, _: st
 
 async def get_policy(request: web.Request, registry: Registry, name: str, _: str) -> web.Response:
     state = await registry.policies.current()
-    record = await registry.meta.get_policy()
+    record = await registry.policies.stored()
     body: dict[str, Any] = {"version": state.version, **state.policy.to_dict()}
     if record is not None:
         body["updated"] = {
@@ -202,11 +202,7 @@ async def get_policy(request: web.Request, registry: Registry, name: str, _: str
 
 async def put_policy(request: web.Request, registry: Registry, name: str, _: str) -> web.Response:
     raw = await read_body(request, _POLICY_LIMIT, "policy")
-    try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise RegistryError(ErrorCode.POLICY_INVALID, f"not valid JSON: {str(exc)[:200]}") from None
-    policy = parse_policy(document)
+    policy = parse_policy(raw, "the policy sent to PUT /v2/_moorage/policy/rules")
     who = actor(request)
     version = await registry.policies.replace(policy, who, "api")
     return _json({"version": version, **policy.to_dict()}, {REQUEST_ID_HEADER: who.request_id})
@@ -268,7 +264,7 @@ async def list_pins(request: web.Request, registry: Registry, name: str, _: str)
         except ReferenceError as exc:
             raise RegistryError(ErrorCode.PARAMETER_INVALID, str(exc)) from None
         repository, tag = reference.repository, reference.tag
-    pins = await registry.meta.list_pins(
+    pins = await registry.pins.list(
         request.query.get("namespace") or None,
         repository,
         tag,

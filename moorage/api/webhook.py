@@ -14,13 +14,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from moorage.admission.review import (
-    AdmissionRequest,
-    AdmissionResponse,
-    ReviewError,
-    parse_review,
-)
+from moorage.admission.review import AdmissionRequest, AdmissionResponse, parse_review
 from moorage.admission.setup import Admission
+from moorage.documents import DocumentError
 
 log = logging.getLogger("moorage.admission")
 
@@ -38,7 +34,7 @@ def _handler(
     async def handle(request: web.Request) -> web.Response:
         try:
             review = parse_review(await request.read())
-        except ReviewError as exc:
+        except DocumentError as exc:
             return _bad_request(str(exc))
         except web.HTTPRequestEntityTooLarge:
             return _bad_request(f"body larger than {MAX_REVIEW} bytes", 413)

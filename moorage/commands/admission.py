@@ -32,7 +32,10 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser, serve_options: A
     serve = actions.add_parser("serve", help="serve only the webhooks, against the registry's data")
     serve_options(serve)
     serve.add_argument(
-        "--webhook-listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)"
+        "--webhook-listen",
+        dest="webhook.listen",
+        default="0.0.0.0:8443",
+        help="HOST:PORT (default 0.0.0.0:8443)",
     )
     manifests = actions.add_parser(
         "manifests", help="print the Mutating/ValidatingWebhookConfiguration (JSON, for kubectl)"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from moorage.commands.client import Client
 from moorage.commands.render import table
+from moorage.documents import parse_json, parse_toml, read_text
 from moorage.names import split_tagged
 
 
@@ -69,9 +69,11 @@ def _check(client: Client, args: argparse.Namespace) -> None:
 
 
 def load_policy_file(path: Path) -> Any:
-    """A policy document from JSON, or TOML with a [policy] table (as in the config file)."""
-    text = path.read_text()
-    document = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    """A policy document from JSON, or TOML with a [policy] table (as in the config file);
+    ``DocumentError`` when the file cannot be read or parsed. The registry checks the rules."""
+    source = f"policy file {path}"
+    text = read_text(path, source)
+    document = parse_json(text, source) if path.suffix == ".json" else parse_toml(text, source)
     if isinstance(document, dict) and "policy" in document:
         return document["policy"]
     return document

@@ -1,15 +1,16 @@
-"""Blobs held by repositories: existence, size, where the bytes are, mounting, unlinking."""
+"""Blobs held by repositories: existence, size, their bytes, mounting, unlinking."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import MetadataStore
+from moorage.meta.protocols import BlobStore
 from moorage.model import Actor, TagGuard
 from moorage.registry.layout import blob_key
-from moorage.storage.base import StorageDriver
+from moorage.storage.base import Chunk, StorageDriver
 
 
 @dataclass
@@ -21,9 +22,17 @@ class BlobCounters:
 
 
 class Blobs:
-    def __init__(self, storage: StorageDriver, meta: MetadataStore) -> None:
+    def __init__(
+        self,
+        storage: StorageDriver,
+        meta: BlobStore,
+        *,
+        download_redirect: float | None = None,
+    ) -> None:
         self.storage = storage
         self.meta = meta
+        #: Send downloads to the storage's presigned URLs, valid this many seconds (or None).
+        self.download_redirect = download_redirect
         self.counters = BlobCounters()
 
     async def size(self, repository: str, digest: Digest) -> int:
@@ -35,8 +44,18 @@ class Blobs:
             )
         return size
 
-    def key(self, digest: Digest) -> str:
-        return blob_key(digest)
+    def read(
+        self, digest: Digest, start: int = 0, length: int | None = None
+    ) -> AsyncGenerator[Chunk, None]:
+        """Stream ``length`` bytes of the blob (or to its end) from ``start``."""
+        return self.storage.read(blob_key(digest), start, length)
+
+    async def download_url(self, digest: Digest) -> str | None:
+        """A URL the storage serves the blob's bytes at, to redirect a download to; None when
+        downloads are not redirected, or the storage has no such URL for this blob."""
+        if self.download_redirect is None:
+            return None
+        return await self.storage.download_url(blob_key(digest), self.download_redirect)
 
     async def mount(self, repository: str, digest: Digest, source: str | None) -> int | None:
         """Link a blob from ``source`` (or anywhere if None) into ``repository``; its size."""

@@ -59,11 +59,12 @@ def _descriptors(value: Any, where: str) -> list[Descriptor]:
     return [_descriptor(item, f"{where}[{i}]") for i, item in enumerate(value)]
 
 
-def _media_type(content_type: str | None, body: dict[str, Any]) -> str:
+def _media_type(header: str | None, body: dict[str, Any]) -> str:
+    """The manifest's media type, from its body, or else ``header`` (the request's
+    ``Content-Type``), or else its shape."""
     declared = body.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise _invalid("mediaType must be a string")
-    header = (content_type or "").split(";", 1)[0].strip().lower() or None
     if header in mt.SCHEMA1 or declared in mt.SCHEMA1 or body.get("schemaVersion") == 1:
         raise _invalid(
             "Docker image manifest schema 1 is not supported: it was deprecated in 2017 and "
@@ -89,8 +90,9 @@ def _media_type(content_type: str | None, body: dict[str, Any]) -> str:
 def parse_manifest(payload: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
     """Validate a pushed manifest and describe what it references.
 
-    ``digest`` is the digest of ``payload`` (computed by the caller with the algorithm the
-    client asked for).
+    ``content_type`` is the media type the request declared (lowercase, without parameters),
+    if any. ``digest`` is the digest of ``payload`` (computed by the caller with the algorithm
+    the client asked for).
     """
     try:
         body = json.loads(payload)
@@ -149,17 +151,3 @@ def parse_manifest(payload: bytes, content_type: str | None, digest: Digest) -> 
         annotations=json.dumps(annotations, sort_keys=True) if annotations else None,
         references=tuple(dict.fromkeys(references)),
     )
-
-
-def accepts(accept_header: str | None, media_type: str) -> bool:
-    """Whether a client's ``Accept`` header admits a stored manifest's media type.
-
-    No header, ``*/*`` or ``application/*`` admit anything; otherwise the type must be listed.
-    """
-    if not accept_header:
-        return True
-    for item in accept_header.split(","):
-        value = item.split(";", 1)[0].strip().lower()
-        if value in ("*/*", "application/*", media_type):
-            return True
-    return False

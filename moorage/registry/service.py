@@ -1,20 +1,25 @@
-"""The registry: one object the API talks to, composed of the blob, upload and manifest services."""
+"""The registry: the one object the API and the admission webhooks reach data through,
+composed of the blob, upload, manifest, tag policy, tag history and pin services."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 from moorage.digest import Digest, is_digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import MetadataStore, MissingReferences, TagRefused
+from moorage.meta.errors import MissingReferences, TagRefused
+from moorage.meta.protocols import ManifestStore, MetadataStore
 from moorage.model import Actor, ManifestRecord, ReferrerRecord, push_tags
 from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
 from moorage.registry.manifests import parse_manifest
+from moorage.registry.pins import Pins
 from moorage.registry.tags import TagHistory, TagPolicies, denied
-from moorage.registry.uploads import CHECKPOINT_EVERY, LEASE, Uploads
+from moorage.registry.upload_sessions import LEASE
+from moorage.registry.uploads import CHECKPOINT_EVERY, Uploads
 from moorage.storage.base import StorageDriver
 
 #: The spec asks registries to accept manifests of at least 4 MiB.
@@ -37,7 +42,7 @@ class Pushed:
 class Manifests:
     def __init__(
         self,
-        meta: MetadataStore,
+        meta: ManifestStore,
         policies: TagPolicies,
         *,
         max_size: int = DEFAULT_MAX_MANIFEST_SIZE,
@@ -62,6 +67,11 @@ class Manifests:
         if record is None:
             raise self._unknown(repository, reference)
         return record
+
+    async def resolve(self, repository: str, tag: str) -> str | None:
+        """The digest ``tag`` points at now in ``repository``, or None."""
+        record = await self.meta.resolve_tag(repository, tag)
+        return None if record is None else record.digest
 
     async def put(
         self,
@@ -172,18 +182,25 @@ class Registry:
         upload_lease: float = LEASE,
         upload_checkpoint: int = CHECKPOINT_EVERY,
         download_redirect: float | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
-        #: Send blob GETs to the storage's presigned URLs, valid this many seconds (or None).
-        self.download_redirect = download_redirect
         self.meta = meta
-        self.blobs = Blobs(storage, meta)
+        #: Blob GETs go to the storage's presigned URLs, valid ``download_redirect`` seconds
+        #: (None: the registry sends the bytes itself).
+        self.blobs = Blobs(storage, meta, download_redirect=download_redirect)
         self.uploads = Uploads(
-            storage, meta, ttl=upload_ttl, lease=upload_lease, checkpoint_every=upload_checkpoint
+            storage,
+            meta,
+            ttl=upload_ttl,
+            lease=upload_lease,
+            checkpoint_every=upload_checkpoint,
+            clock=clock,
         )
         self.policies = TagPolicies(meta)
         self.history = TagHistory(meta, self.policies)
         self.manifests = Manifests(meta, self.policies, max_size=max_manifest_size)
+        self.pins = Pins(meta)
 
     async def delete_blob(self, repository: str, digest: Digest, actor: Actor) -> None:
         """Unlink a blob, unless an immutable tag's image uses it (DENIED)."""

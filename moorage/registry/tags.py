@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from moorage.documents import DocumentError
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.base import ManifestNotFound, MetadataStore, PolicyChanged, TagRefused
-from moorage.model import Actor, PolicyChange, Refusal, TagEvent, TagGuard
-from moorage.policy import Decision, Policy, PolicyError
+from moorage.meta.errors import ManifestNotFound, PolicyChanged, TagRefused
+from moorage.meta.protocols import ManifestStore, PolicyStore
+from moorage.model import Actor, PolicyChange, PolicyRecord, Refusal, TagEvent, TagGuard
+from moorage.policy import Decision, Policy
 
 T = TypeVar("T")
 
@@ -111,7 +113,7 @@ class PolicyState:
 
 
 class TagPolicies:
-    def __init__(self, meta: MetadataStore) -> None:
+    def __init__(self, meta: PolicyStore) -> None:
         self.meta = meta
         self._state = PolicyState(Policy(), 0)
 
@@ -121,7 +123,8 @@ class TagPolicies:
         if version != self._state.version:
             record = await self.meta.get_policy()
             if record is not None:
-                self._state = PolicyState(Policy.from_json(record.document), record.version)
+                policy = Policy.from_json(record.document, "the stored tag policy")
+                self._state = PolicyState(policy, record.version)
         return self._state
 
     async def guarded(self, repository: str, change: Callable[[TagGuard], Awaitable[T]]) -> T:
@@ -142,6 +145,10 @@ class TagPolicies:
             f"the tag policy changed {GUARD_ATTEMPTS} times while this request ran; try again",
             status=503,
         )
+
+    async def stored(self) -> PolicyRecord | None:
+        """The stored policy with who installed it, when and how; None if none ever was."""
+        return await self.meta.get_policy()
 
     async def check(self, repository: str, tag: str) -> Decision:
         return (await self.current()).policy.decide(repository, tag)
@@ -169,10 +176,12 @@ class TagPolicies:
         return await self.meta.policy_changes(limit)
 
 
-def parse_policy(document: object) -> Policy:
+def parse_policy(body: bytes | str, source: str) -> Policy:
+    """A policy document sent as JSON; its POLICY_INVALID error names ``source``, the key at
+    fault and what is wrong."""
     try:
-        return Policy.from_dict(document)
-    except PolicyError as exc:
+        return Policy.from_json(body, source)
+    except DocumentError as exc:
         raise RegistryError(ErrorCode.POLICY_INVALID, str(exc)) from None
 
 
@@ -187,7 +196,7 @@ class TagSpan:
 
 
 class TagHistory:
-    def __init__(self, meta: MetadataStore, policies: TagPolicies) -> None:
+    def __init__(self, meta: ManifestStore, policies: TagPolicies) -> None:
         self.meta = meta
         self.policies = policies
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import uuid
@@ -130,3 +131,10 @@ def apply_patch(obj: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, A
             assert last in target, operation
             target[last] = operation["value"]
     return result
+
+
+def decoded_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSONPatch of a webhook's AdmissionReview response."""
+    assert response["patchType"] == "JSONPatch"
+    patch: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"], validate=True))
+    return patch

@@ -13,13 +13,13 @@ import pytest
 
 from moorage.admission.credentials import (
     BasicAuth,
-    CredentialsError,
     DockerConfigFile,
     host_matches,
     load_docker_config,
     parse_docker_config,
     split_key,
 )
+from moorage.documents import DocumentError
 
 
 def b64(text: str) -> str:
@@ -202,37 +202,51 @@ def test_dockerconfigjson_secret_payload() -> None:
     ("document", "message"),
     [
         ("{not json", "config.json: not valid JSON ("),
-        ("[]", "config.json: expected a JSON object"),
-        ('{"auths": []}', "config.json: auths must be an object"),
-        ('{"auths": {"r.example": "x"}}', "config.json: auths['r.example'] must be an object"),
+        ("[]", "config.json: expected a table/object, not a list"),
+        ('{"auths": []}', "config.json: auths: expected a table/object, not a list"),
+        (
+            '{"auths": {"r.example": "x"}}',
+            "config.json: auths['r.example']: expected a table/object, not 'x'",
+        ),
         (
             '{"auths": {"r.example": {"auth": "%%%"}}}',
-            "config.json: auths['r.example'].auth is not base64",
+            "config.json: auths['r.example'].auth: not base64",
         ),
         (
             '{"auths": {"r.example": {"auth": "' + b64("nocolon") + '"}}}',
-            "config.json: auths['r.example'].auth must be base64 of username:password",
+            "config.json: auths['r.example'].auth: must be base64 of username:password",
         ),
         (
             '{"auths": {"r.example": {"username": 5}}}',
-            "config.json: auths['r.example'].username must be a string",
+            "config.json: auths['r.example'].username: expected a string, not 5",
         ),
-        ('{"auths": {"https://": {"auth": "' + b64("u:p") + '"}}}', "names no registry host"),
-        ('{"r.example": []}', "config.json: entry['r.example'] must be an object"),
+        (
+            '{"auths": {"r.example": {"password": 12345}}}',
+            "config.json: auths['r.example'].password: expected a string (the value is secret",
+        ),
+        (
+            '{"auths": {"https://": {"auth": "' + b64("u:p") + '"}}}',
+            "config.json: auths['https://']: the key names no registry host",
+        ),
+        ('{"r.example": []}', "config.json: ['r.example']: expected a table/object, not a list"),
+        ('{"credHelpers": []}', "config.json: credHelpers: expected a table/object, not a list"),
     ],
 )
 def test_errors_name_the_file_and_the_fault(document: str, message: str) -> None:
-    with pytest.raises(CredentialsError) as caught:
+    with pytest.raises(DocumentError) as caught:
         parse_docker_config(document, "config.json")
     assert message in str(caught.value)
+    assert "12345" not in str(caught.value)
 
 
 def test_load_docker_config(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    with pytest.raises(CredentialsError, match=rf"cannot read docker config {path}: No such file"):
+    with pytest.raises(
+        DocumentError, match=rf"^docker config {path}: cannot be read: No such file"
+    ):
         load_docker_config(path)
     path.write_text("{")
-    with pytest.raises(CredentialsError, match=rf"^docker config {path}: not valid JSON"):
+    with pytest.raises(DocumentError, match=rf"^docker config {path}: not valid JSON"):
         load_docker_config(path)
     path.write_text(config({"r.example": {"auth": b64("u:p")}}))
     credentials = load_docker_config(path)

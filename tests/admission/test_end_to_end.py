@@ -17,7 +17,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,30 +24,27 @@ from typing import Any
 
 import pytest
 
-from tests.admission.reviews import apply_patch, pod_spec, review, workload
-from tests.admission.test_remote import (
-    PASSWORD,
-    USER,
-    basic_entry,
-    docker_config,
-)
-from tests.admission.test_webhook_http import decoded_patch
+from tests.admission.reviews import apply_patch, decoded_patch, pod_spec, review, workload
+from tests.support.cli import moorage_cli, pins
 from tests.support.clients import (
     Clients,
     Pki,
     RegistryHttp,
     make_pki,
 )
-from tests.support.distribution import start_distribution
-from tests.support.images import Image, open_layout, write_image
+from tests.support.distribution import basic_entry, docker_config, start_distribution
+from tests.support.images import Image, open_layout, random_image
 from tests.support.server import (
     RunningRegistry,
     free_port,
     start_moorage,
     stop_process,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.clients
+
+USER, PASSWORD = "alice", f"pw-{os.urandom(6).hex()}"
 
 SMALL = (4096, 8192)
 MUTATE_PREFIX = "/spec/template/spec"
@@ -69,26 +65,6 @@ class Certs:
     @property
     def tls(self) -> tuple[Path, Path, Path]:
         return self.cert, self.key, self.ca
-
-
-def moorage_cli(
-    *args: str, env: dict[str, str] | None = None, status: int = 0
-) -> subprocess.CompletedProcess[str]:
-    """``python -m moorage ARGS`` with no MOORAGE_* from the environment but ``env``'s."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MOORAGE_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "moorage", *args],
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == status, (
-        f"moorage {' '.join(args)} exited with {result.returncode}:\n"
-        f"{result.stdout}\n{result.stderr}"
-    )
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +118,19 @@ class Webhooks:
         return response
 
     def wait_healthy(self, process: subprocess.Popen[bytes], log: Path) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"moorage exited with {process.returncode}:\n{log.read_text()}")
             try:
-                if self.get("/healthz") == (200, b"ok"):
-                    return
+                return self.get("/healthz") == (200, b"ok")
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"webhooks at {self.address} did not answer:\n{log.read_text()}")
+                return False
+
+        wait_until(
+            healthy,
+            lambda: f"the webhooks at {self.address} to answer:\n{log.read_text()}",
+            timeout=20,
+        )
 
 
 def start_with_webhooks(
@@ -174,22 +152,6 @@ def start_with_webhooks(
     return registry, hooks
 
 
-def pins(registry: RunningRegistry, expected: int, *args: str) -> list[dict[str, Any]]:
-    """``moorage pins --json`` against ``registry``, once ``expected`` pins are recorded (the
-    webhook records them in the background, after answering)."""
-    env = {"MOORAGE_REGISTRY": registry.url}
-    ca = ["--ca-file", str(registry.ca_file)] if registry.ca_file else []
-    deadline = time.monotonic() + 10
-    while True:
-        found: list[dict[str, Any]] = json.loads(
-            moorage_cli("pins", "--json", *ca, *args, env=env).stdout
-        )["pins"]
-        if len(found) >= expected or time.monotonic() > deadline:
-            assert len(found) == expected, found
-            return found
-        time.sleep(0.1)
-
-
 def skopeo_push(clients: Clients, source: str, destination: str, *options: str) -> None:
     clients.skopeo("copy", "--retry-times", "0", *options, source, f"docker://{destination}")
 
@@ -209,14 +171,14 @@ def test_pins_follow_the_tag_and_keep_pinned_objects(
     registry, hooks = start_with_webhooks(tmp_path / "moorage", certs)
     try:
         layout = open_layout(tmp_path / "layout")
-        first = write_image(layout, "first", layer_sizes=SMALL)
-        second = write_image(layout, "second", layer_sizes=SMALL)
+        first = layout.add(random_image(layer_sizes=SMALL), "first")
+        second = layout.add(random_image(layer_sizes=SMALL), "second")
         image = f"{registry.address}/team/app:today"
         tls = ("--dest-cert-dir", str(certs.cert_dir))
         http = RegistryHttp(registry.url, ca_file=certs.ca)
 
         skopeo_push(clients, layout.ref("first"), image, *tls)
-        assert http.manifest("team/app", "today").digest == first.manifest_digest
+        assert http.manifest("team/app", "today").digest == first.digest
 
         deployment = workload("Deployment", pod_spec([image]))
         created = hooks.admit("/mutate", review(deployment))
@@ -226,21 +188,21 @@ def test_pins_follow_the_tag_and_keep_pinned_objects(
             {
                 "op": "replace",
                 "path": f"{MUTATE_PREFIX}/containers/0/image",
-                "value": f"{image}@{first.manifest_digest}",
+                "value": f"{image}@{first.digest}",
             }
         ]
         pinned = apply_patch(deployment, patch)
 
         # The tag moves: new objects get the new digest ...
         skopeo_push(clients, layout.ref("second"), image, *tls)
-        assert http.manifest("team/app", "today").digest == second.manifest_digest
+        assert http.manifest("team/app", "today").digest == second.digest
         pod = workload("Pod", pod_spec([image]), name="web-1")
         pod_answer = hooks.admit("/mutate", review(pod))
         assert decoded_patch(pod_answer) == [
             {
                 "op": "replace",
                 "path": "/spec/containers/0/image",
-                "value": f"{image}@{second.manifest_digest}",
+                "value": f"{image}@{second.digest}",
             }
         ]
         # ... while the Deployment pinned before, sent again (the webhook's reinvocation, or an
@@ -253,9 +215,9 @@ def test_pins_follow_the_tag_and_keep_pinned_objects(
         found = pins(registry, 2)
         by_kind = {p["kind"]: p for p in found}
         assert by_kind["Deployment"]["name"] == "web"
-        assert by_kind["Deployment"]["digest"] == first.manifest_digest
+        assert by_kind["Deployment"]["digest"] == first.digest
         assert by_kind["Pod"]["name"] == "web-1"
-        assert by_kind["Pod"]["digest"] == second.manifest_digest
+        assert by_kind["Pod"]["digest"] == second.digest
         for pin in found:
             assert pin["namespace"] == "prod"
             assert pin["image"] == image
@@ -272,10 +234,10 @@ def test_pins_follow_the_tag_and_keep_pinned_objects(
             "TIME", "NAMESPACE", "OBJECT", "CONTAINER", "IMAGE", "DIGEST", "VIA"
         ]  # fmt: skip
         assert lines[1].split()[1:] == [
-            "prod", "Pod/web-1", "c0", image, second.manifest_digest[:19], "local"
+            "prod", "Pod/web-1", "c0", image, second.digest[:19], "local"
         ]  # fmt: skip
         assert lines[2].split()[1:] == [
-            "prod", "Deployment/web", "c0", image, first.manifest_digest[:19], "local"
+            "prod", "Deployment/web", "c0", image, first.digest[:19], "local"
         ]  # fmt: skip
         assert len(lines) == 3
 
@@ -321,7 +283,7 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
     registry = start_distribution(workdir, pki, {USER: PASSWORD})
     try:
         layout = open_layout(workdir / "layout")
-        image = write_image(layout, "1.0", layer_sizes=SMALL)
+        image = layout.add(random_image(layer_sizes=SMALL), "1.0")
         with Clients(workdir / "clients") as clients:
             skopeo_push(
                 clients,
@@ -333,7 +295,7 @@ def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribut
                 f"{USER}:{PASSWORD}",
             )
         http = RegistryHttp(registry.url, ca_file=pki.ca_cert, auth=(USER, PASSWORD))
-        assert http.manifest("team/app", "1.0").digest == image.manifest_digest
+        assert http.manifest("team/app", "1.0").digest == image.digest
         yield Distribution(registry, pki, image)
     finally:
         registry.stop()
@@ -375,12 +337,12 @@ def test_remote_images_with_credentials_from_a_docker_config(
             {
                 "op": "replace",
                 "path": f"{MUTATE_PREFIX}/containers/1/image",
-                "value": f"{image}@{distribution.image.manifest_digest}",
+                "value": f"{image}@{distribution.image.digest}",
             }
         ]
         (pin,) = pins(registry, 1)
         assert (pin["image"], pin["container"]) == (image, "c1")
-        assert (pin["digest"], pin["source"]) == (distribution.image.manifest_digest, "remote")
+        assert (pin["digest"], pin["source"]) == (distribution.image.digest, "remote")
 
         # The credentials go away (the file is re-read when it changes): refused, saying why.
         replace_file(credentials, json.dumps({"auths": {}}))
@@ -496,8 +458,8 @@ def test_webhook_serve_resolves_the_registry_it_shares_data_with(
     registry = start_moorage(tmp_path / "registry", workers=1)  # plain HTTP
     try:
         layout = open_layout(tmp_path / "layout")
-        first = write_image(layout, "first", layer_sizes=SMALL)
-        second = write_image(layout, "second", layer_sizes=SMALL)
+        first = layout.add(random_image(layer_sizes=SMALL), "first")
+        second = layout.add(random_image(layer_sizes=SMALL), "second")
         image = f"{registry.address}/team/web:main"
         skopeo_push(clients, layout.ref("first"), image, "--dest-tls-verify=false")
 
@@ -524,14 +486,14 @@ def test_webhook_serve_resolves_the_registry_it_shares_data_with(
                 {
                     "op": "replace",
                     "path": f"{MUTATE_PREFIX}/containers/0/image",
-                    "value": f"{image}@{first.manifest_digest}",
+                    "value": f"{image}@{first.digest}",
                 }
             ]
             # A push to the registry is seen at once: local tags are read, never cached.
             skopeo_push(clients, layout.ref("second"), image, "--dest-tls-verify=false")
             job = workload("Job", pod_spec([image]), name="migrate")
             answer = hooks.admit("/mutate", review(job))
-            assert decoded_patch(answer)[0]["value"] == f"{image}@{second.manifest_digest}"
+            assert decoded_patch(answer)[0]["value"] == f"{image}@{second.digest}"
             # Other registries are not resolved (admission.remote off): refused, saying so.
             other = hooks.admit("/mutate", review(workload("Pod", pod_spec(["nginx:1.25"]))))
             assert "resolving other registries is turned off" in other["status"]["message"]
@@ -543,8 +505,8 @@ def test_webhook_serve_resolves_the_registry_it_shares_data_with(
         # What the webhook-only process pinned, the registry lists: one metadata store.
         found = pins(registry, 2)
         assert [(p["kind"], p["digest"], p["source"]) for p in found] == [
-            ("Job", second.manifest_digest, "local"),
-            ("StatefulSet", first.manifest_digest, "local"),
+            ("Job", second.digest, "local"),
+            ("StatefulSet", first.digest, "local"),
         ]
     finally:
         registry.stop()
@@ -571,8 +533,8 @@ def test_a_tag_moved_in_another_registry_is_seen_after_the_cache_ttl(
 ) -> None:
     address = distribution.registry.address
     layout = open_layout(tmp_path / "layout")
-    first = write_image(layout, "first", layer_sizes=SMALL)
-    second = write_image(layout, "second", layer_sizes=SMALL)
+    first = layout.add(random_image(layer_sizes=SMALL), "first")
+    second = layout.add(random_image(layer_sizes=SMALL), "second")
     image = f"{address}/team/moving-{os.urandom(3).hex()}:1.0"
     push = ("--dest-cert-dir", str(distribution.pki.cert_dir), "--dest-creds", f"{USER}:{PASSWORD}")
     skopeo_push(clients, layout.ref("first"), image, *push)
@@ -590,13 +552,11 @@ def test_a_tag_moved_in_another_registry_is_seen_after_the_cache_ttl(
     )
     try:
         body = review(workload("Pod", pod_spec([image])))
-        assert decoded_patch(hooks.admit("/mutate", body))[0]["value"].endswith(
-            f"@{first.manifest_digest}"
-        )
+        assert decoded_patch(hooks.admit("/mutate", body))[0]["value"].endswith(f"@{first.digest}")
         skopeo_push(clients, layout.ref("second"), image, *push)
         body = review(workload("Pod", pod_spec([image])))
         assert decoded_patch(hooks.admit("/mutate", body))[0]["value"] == (
-            f"{image}@{second.manifest_digest}"
+            f"{image}@{second.digest}"
         )
     finally:
         registry.stop()

@@ -42,8 +42,10 @@ from moorage.admission.kube import (
 )
 from moorage.admission.resolver import ResolveContext
 from moorage.admission.setup import cluster_config
-from moorage.config import ConfigError, Settings, load_settings
+from moorage.config import Settings, load_settings
+from moorage.documents import DocumentError
 from tests.support.clients import Pki, make_pki
+from tests.support.clocks import ManualClock
 from tests.support.server import free_port
 
 RECORDED = Path(__file__).parent / "recorded"
@@ -69,6 +71,7 @@ class FakeApiServer:
 
     token: str
     requests: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Seconds the server takes for each answer: a slow API server (it plays the part).
     delay: float = 0.0
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -91,19 +94,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Cluster:
     api: FakeApiServer
     config: ClusterConfig
-    clock: Clock
+    clock: ManualClock
     client: KubeClient
 
 
@@ -120,7 +115,7 @@ async def cluster(
     token_file = tmp_path / "token"
     token_file.write_text(api.token + "\n")
     config = ClusterConfig(f"https://127.0.0.1:{server.port}", token_file, pki.ca_cert)
-    clock = Clock()
+    clock = ManualClock(100.0)
     client = KubeClient(config, clock=clock)
     yield Cluster(api, config, clock, client)
     await client.close()
@@ -273,10 +268,12 @@ def test_which_api_server_the_settings_name(
         kubernetes_ca_file=f'"{ca}"',
     )
     assert cluster_config(named) == ClusterConfig("https://127.0.0.1:6443", token, ca)
-    assert cluster_config(dataclasses.replace(named, admission_kubernetes="on")) == (
-        ClusterConfig("https://127.0.0.1:6443", token, ca)
+    on = dataclasses.replace(named, admission=dataclasses.replace(named.admission, kubernetes="on"))
+    assert cluster_config(on) == ClusterConfig("https://127.0.0.1:6443", token, ca)
+    off = dataclasses.replace(
+        named, admission=dataclasses.replace(named.admission, kubernetes="off")
     )
-    assert cluster_config(dataclasses.replace(named, admission_kubernetes="off")) is None
+    assert cluster_config(off) is None
     # "on" without a named API server wants the pod's configuration.
     with pytest.raises(KubernetesError, match="not running in a Kubernetes pod"):
         cluster_config(settings(tmp_path, kubernetes='"on"'))
@@ -295,35 +292,37 @@ def test_which_api_server_the_settings_name(
     [
         (
             {"kubernetes_api": '"https://127.0.0.1:6443"'},
-            "admission.kubernetes_api needs admission.kubernetes_token_file: a file holding the "
-            "token to send (kubectl create token SERVICEACCOUNT makes one)",
+            "admission.kubernetes_token_file: missing (admission.kubernetes_api needs a file "
+            "holding the token to send: kubectl create token SERVICEACCOUNT makes one)",
         ),
         (
             {"kubernetes_api": '"http://127.0.0.1:8001"', "kubernetes_token_file": '"/t"'},
-            "admission.kubernetes_api must be the API server's URL, https://HOST:PORT, not "
+            "admission.kubernetes_api: must be the API server's URL, https://HOST:PORT, not "
             "'http://127.0.0.1:8001'",
         ),
         (
             {"kubernetes_api": '"127.0.0.1:6443"', "kubernetes_token_file": '"/t"'},
-            "must be the API server's URL, https://HOST:PORT, not '127.0.0.1:6443'",
+            "admission.kubernetes_api: must be the API server's URL, https://HOST:PORT, not "
+            "'127.0.0.1:6443'",
         ),
         (
             {"kubernetes_api": '"https://127.0.0.1:api"', "kubernetes_token_file": '"/t"'},
-            "must be the API server's URL",
+            "admission.kubernetes_api: must be the API server's URL",
         ),
         (
             {"kubernetes_token_file": '"/t"'},
-            "admission.kubernetes_token_file is used with admission.kubernetes_api (the "
+            "admission.kubernetes_token_file: used with admission.kubernetes_api (the "
             "Kubernetes API server's https:// URL): set that too",
         ),
-        ({"kubernetes_ca_file": '"/ca.crt"'}, "admission.kubernetes_ca_file is used with"),
+        ({"kubernetes_ca_file": '"/ca.crt"'}, "admission.kubernetes_ca_file: used with"),
     ],
 )
 def test_settings_for_an_api_server_that_cannot_be_used(
     tmp_path: Path, admission: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(DocumentError) as caught:
         settings(tmp_path, **admission)
+    assert str(caught.value).startswith(f"config file {tmp_path / 'moorage.toml'}: ")
     assert message in str(caught.value)
 
 

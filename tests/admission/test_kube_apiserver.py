@@ -38,10 +38,11 @@ import pytest
 from moorage.admission.credentials import BasicAuth
 from moorage.admission.kube import ClusterConfig, KubeClient, KubernetesError
 from moorage.admission.resolver import ResolveContext
-from tests.admission.test_end_to_end import moorage_cli, pins
+from tests.support.cli import moorage_cli, pins
 from tests.support.clients import make_pki
 from tests.support.distribution import start_distribution
 from tests.support.http import push_image, request
+from tests.support.images import random_image
 from tests.support.kube import (
     ApiError,
     ControlPlane,
@@ -50,9 +51,9 @@ from tests.support.kube import (
     api_path,
     docker_config_secret,
     start_control_plane,
-    wait_for,
 )
 from tests.support.server import RunningRegistry, free_port, start_moorage
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.clients
 
@@ -121,7 +122,8 @@ class Cluster:
 
     def push(self, repository: str, tag: str) -> str:
         """Push a new image to moorage as ``repository:tag``; its digest."""
-        return push_image(self.registry.address, repository, tag, tls=self.tls)
+        image = random_image(layer_sizes=(1024,))
+        return push_image(self.registry.address, repository, image, tag, tls=self.tls).digest
 
     def image(self, repository: str, tag: str | None = None) -> str:
         return f"{self.registry.address}/{repository}" + (f":{tag}" if tag else "")
@@ -162,7 +164,7 @@ def wait_until_the_webhooks_answer(cluster: Cluster) -> None:
         answer = cluster.kube.create(api_path("v1", "pods", "default"), pod, dryRun="All")
         return bool(answer["spec"]["containers"][0]["image"].endswith(f"@{digest}"))
 
-    wait_for("the API server to call the webhooks", pinned)
+    wait_until(pinned, "the API server to call the webhooks", timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -182,10 +184,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         remote_digest = push_image(
             distribution.address,
             "team/app",
+            random_image(layer_sizes=(1024,)),
             "1.0",
             tls=ssl.create_default_context(cafile=str(pki.ca_cert)),
             headers={"Authorization": f"Basic {basic}"},
-        )
+        ).digest
 
         plane = starting.wait()
         kube = plane.admin()
@@ -362,7 +365,7 @@ def wait_for_pods(kube: Kube, namespace: str, selector: str, count: int) -> list
         found = kube.list(path, selector)
         return found if len(found) == count else None
 
-    return wait_for(f"{count} Pod(s) {selector} in {namespace}", listed)
+    return wait_until(listed, f"{count} Pod(s) {selector} in {namespace}", timeout=30)
 
 
 def owner(obj: Json) -> str:
@@ -401,7 +404,11 @@ def test_the_webhooks_own_namespace_and_kube_system_are_left_alone(cluster: Clus
     pod = pod_object("repair", [container("app", unknown)])
     for namespace in (WEBHOOK_NAMESPACE, "kube-system"):
         account = api_path("v1", "serviceaccounts", namespace, "default")
-        wait_for(f"the default ServiceAccount of {namespace}", partial(cluster.kube.find, account))
+        wait_until(
+            partial(cluster.kube.find, account),
+            f"the default ServiceAccount of {namespace}",
+            timeout=30,
+        )
         answer = cluster.kube.create(api_path("v1", "pods", namespace), pod, dryRun="All")
         assert images(answer["spec"]) == [unknown]
     message = refused(cluster.kube.create, api_path("v1", "pods", "default"), pod, dryRun="All")
@@ -457,7 +464,9 @@ def test_a_deployment_its_replicaset_and_pods_run_the_pinned_digest(cluster: Clu
     assert template_images(created) == [pinned]
 
     path = api_path("apps/v1", "replicasets", namespace)
-    (replica_set,) = wait_for("the ReplicaSet", lambda: cluster.kube.list(path, "app=web") or None)
+    (replica_set,) = wait_until(
+        lambda: cluster.kube.list(path, "app=web") or None, "the ReplicaSet", timeout=30
+    )
     assert owner(replica_set) == "web"
     assert template_images(replica_set) == [pinned]
     pods = wait_for_pods(cluster.kube, namespace, "app=web", 2)
@@ -518,7 +527,7 @@ def test_setting_the_image_again_rolls_to_where_the_tag_points_now(cluster: Clus
             return None
         return {r["metadata"]["name"]: template_images(r)[0] for r in found}
 
-    by_replica_set = wait_for("a second ReplicaSet", two_replica_sets)
+    by_replica_set = wait_until(two_replica_sets, "a second ReplicaSet", timeout=30)
     assert sorted(by_replica_set.values()) == sorted([f"{image}@{first}", f"{image}@{moved}"])
 
     # The new ReplicaSet's Pods run the new build; every Pod runs its ReplicaSet's one build.
@@ -529,7 +538,7 @@ def test_setting_the_image_again_rolls_to_where_the_tag_points_now(cluster: Clus
         running = [images(p["spec"]) for p in found]
         return found if [f"{image}@{moved}"] in running else None
 
-    for pod in wait_for("a Pod of the new build", new_build_started):
+    for pod in wait_until(new_build_started, "a Pod of the new build", timeout=30):
         assert images(pod["spec"]) == [by_replica_set[owner(pod)]]
 
     history = pins(cluster.registry, 2, "--namespace", namespace)
@@ -812,7 +821,7 @@ def test_without_the_rbac_binding_pull_secrets_cannot_be_read(cluster: Cluster) 
     assert may_read_secrets()
     cluster.kube.delete(binding_path)
     try:
-        wait_for("RBAC to take the binding away", lambda: not may_read_secrets())
+        wait_until(lambda: not may_read_secrets(), "RBAC to take the binding away", timeout=30)
         message = refused(cluster.kube.create, pods, pod)
         assert message.startswith(PIN + "moorage could not pin every image"), message
         image, address = cluster.remote_image, cluster.distribution.address
@@ -826,7 +835,7 @@ def test_without_the_rbac_binding_pull_secrets_cannot_be_read(cluster: Cluster) 
         ) in message
     finally:
         cluster.kube.create_object(binding)  # as printed by moorage webhook manifests
-    wait_for("RBAC to give the binding back", may_read_secrets)
+    wait_until(may_read_secrets, "RBAC to give the binding back", timeout=30)
     created = cluster.kube.create(pods, pod)
     assert images(created["spec"]) == [f"{cluster.remote_image}@{cluster.remote_digest}"]
 
@@ -1044,7 +1053,7 @@ def test_the_cronjob_controller_runs_what_was_pinned(cluster: Cluster, nightly: 
         ]
         return made or None
 
-    (job,) = wait_for("the CronJob controller's first Job", scheduled)
+    (job,) = wait_until(scheduled, "the CronJob controller's first Job", timeout=30)
     assert owner(job) == "nightly"
     assert template_images(job) == pinned
     name = job["metadata"]["name"]

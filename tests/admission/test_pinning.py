@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,10 +24,13 @@ from moorage.admission.resolver import (
 from moorage.admission.review import parse_review
 from moorage.admission.validation import local_tag_mode, parse_rules, validate
 from moorage.meta.sqlite import SQLiteMetadata
-from moorage.model import Actor, ManifestRecord, PinRecord
+from moorage.model import Actor, PinRecord
 from moorage.policy import Policy
 from moorage.reference import ImageReference, parse_reference
+from moorage.registry.service import Registry
+from moorage.storage.memory import MemoryDriver
 from tests.admission.reviews import GROUPS, apply_patch, pod_spec, review, workload
+from tests.support.images import manifest_record
 
 HOST = "registry.test:5000"
 ACTOR = Actor(None, "test", "test")
@@ -37,30 +39,23 @@ SIDE = f"{HOST}/team/sidecar:1.0"
 PINNED = f"{HOST}/team/app@sha256:{'e' * 64}"
 
 
-def manifest(seed: str) -> ManifestRecord:
-    payload = json.dumps({"schemaVersion": 2, "seed": seed}).encode()
-    return ManifestRecord(
-        "sha256:" + hashlib.sha256(payload).hexdigest(),
-        "application/vnd.oci.image.manifest.v1+json",
-        payload,
-    )
-
-
 class Env:
     def __init__(self, meta: SQLiteMetadata) -> None:
         self.meta = meta
+        self.registry = Registry(MemoryDriver(), meta)
         self.recorded: list[PinRecord] = []
         self.digests: dict[str, str] = {}
         self.pinner = Pinner(
-            RoutingResolver(LocalResolver(meta, frozenset({HOST})), None), self.save
+            RoutingResolver(LocalResolver(self.registry.manifests, frozenset({HOST})), None),
+            self.save,
         )
 
     async def save(self, pins: Any) -> None:
         self.recorded.extend(pins)
-        await self.meta.record_pins(pins)
+        await self.registry.pins.record(pins)
 
     async def push(self, repository: str, tag: str, seed: str) -> str:
-        record = manifest(seed)
+        record = manifest_record(seed)
         await self.meta.put_manifest(repository, record, tag, ACTOR)
         self.digests[f"{HOST}/{repository}:{tag}"] = record.digest
         return record.digest
@@ -168,7 +163,7 @@ async def test_images_with_a_digest_are_never_resolved(env: Env) -> None:
 async def test_pins_are_recorded_with_the_workload(env: Env) -> None:
     obj = workload("Deployment", pod_spec([APP, SIDE]), name=None)  # generateName
     await env.admit(review(obj))
-    pins = await env.meta.list_pins("prod", f"{HOST}/team/app", "today", None, None)
+    pins = await env.registry.pins.list("prod", f"{HOST}/team/app", "today", None, None)
     assert len(pins) == 1
     pin = pins[0]
     assert (pin.kind, pin.name, pin.container, pin.container_kind) == (
@@ -226,8 +221,10 @@ async def test_warn_mode_admits_unpinned_with_warnings(env: Env) -> None:
 
 
 class SlowResolver:
+    """A resolver that never answers (a registry that hangs)."""
+
     async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()
         raise AssertionError("not reached")
 
 
@@ -284,5 +281,5 @@ async def test_an_implicit_latest_stays_visible_to_the_validator(env: Env) -> No
         "(image@sha256:...)"
     )
     # The pin records what was written, and the tag it meant.
-    pins = await env.meta.list_pins("prod", f"{HOST}/team/app", "latest", None, None)
+    pins = await env.registry.pins.list("prod", f"{HOST}/team/app", "latest", None, None)
     assert sorted(p.image for p in pins) == [implicit, explicit]

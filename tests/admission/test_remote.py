@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +34,10 @@ from moorage.admission.remote import ACCEPT, RemoteResolver, parse_challenges
 from moorage.admission.resolver import ResolveContext, ResolveError
 from moorage.reference import parse_reference
 from tests.support.clients import Pki, make_pki
-from tests.support.distribution import start_distribution
-from tests.support.images import Image, MultiArchImage, OciLayout, open_layout, write_image
-from tests.support.images import write_multiarch as write_multiarch_layout
+from tests.support.clocks import ManualClock
+from tests.support.distribution import basic_entry, docker_config, start_distribution
+from tests.support.http import push_image
+from tests.support.images import Image, index_of, multiarch_image, random_image
 from tests.support.server import RunningRegistry, free_port
 
 USER, PASSWORD = "alice", f"pw-{os.urandom(6).hex()}"
@@ -49,64 +47,7 @@ SMALL = (512, 1024)
 AiohttpServer = Callable[..., Any]
 
 
-# -- pushing images with urllib -------------------------------------------------------------------
-
-
-@dataclass
-class Pusher:
-    """Pushes images of an OCI layout to a registry (monolithic uploads)."""
-
-    base_url: str
-    context: ssl.SSLContext | None = None
-    auth: tuple[str, str] | None = None
-
-    def _send(
-        self, method: str, url: str, body: bytes = b"", headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, str]]:
-        request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-        if self.auth is not None:
-            token = base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
-                return response.status, dict(response.headers)
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise AssertionError(f"{method} {url}: {exc.code} {exc.read()!r}") from None
-
-    def blob(self, name: str, data: bytes) -> None:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        _, headers = self._send("POST", f"{self.base_url}/v2/{name}/blobs/uploads/")
-        location = headers["Location"]
-        if location.startswith("/"):
-            location = self.base_url + location
-        separator = "&" if "?" in location else "?"
-        self._send(
-            "PUT",
-            f"{location}{separator}digest={digest}",
-            data,
-            {"Content-Type": "application/octet-stream"},
-        )
-
-    def manifest(self, name: str, reference: str, data: bytes, media_type: str) -> str:
-        _, headers = self._send(
-            "PUT",
-            f"{self.base_url}/v2/{name}/manifests/{reference}",
-            data,
-            {"Content-Type": media_type},
-        )
-        return headers["Docker-Content-Digest"]
-
-    def image(self, layout: OciLayout, name: str, tag: str | None, image: Image) -> str:
-        for digest in image.blob_digests:
-            self.blob(name, layout.read_blob(digest))
-        media_type = image.manifest["mediaType"]
-        return self.manifest(name, tag or image.manifest_digest, image.manifest_bytes, media_type)
-
-    def multiarch(self, layout: OciLayout, name: str, tag: str, index: MultiArchImage) -> str:
-        for image in index.images:
-            self.image(layout, name, None, image)
-        return self.manifest(name, tag, index.index_bytes, index.index["mediaType"])
+# -- the images each registry holds --------------------------------------------------------------
 
 
 @dataclass
@@ -115,18 +56,19 @@ class Pushed:
 
     registry: RunningRegistry
     image: Image
-    index: MultiArchImage
-    pushed_digests: dict[str, str] = field(default_factory=dict)
+    index: Image
 
 
-def push_test_images(pusher: Pusher, workdir: Path, registry: RunningRegistry) -> Pushed:
-    layout = open_layout(workdir / "layout")
-    image = write_image(layout, "1.0", layer_sizes=SMALL)
-    index = write_multiarch_layout(layout, "multi", layer_sizes=SMALL)
-    pushed = Pushed(registry, image, index)
-    pushed.pushed_digests["1.0"] = pusher.image(layout, "team/app", "1.0", image)
-    pushed.pushed_digests["multi"] = pusher.multiarch(layout, "team/app", "multi", index)
-    return pushed
+def push_test_images(
+    registry: RunningRegistry,
+    tls: ssl.SSLContext | None = None,
+    headers: dict[str, str] | None = None,
+) -> Pushed:
+    image = random_image(layer_sizes=SMALL)
+    index = multiarch_image(layer_sizes=SMALL)
+    for pushed, tag in ((image, "1.0"), (index, "multi")):
+        push_image(registry.address, "team/app", pushed, tag, tls=tls, headers=headers)
+    return Pushed(registry, image, index)
 
 
 # -- CNCF Distribution with htpasswd over HTTPS ---------------------------------------------------
@@ -143,19 +85,10 @@ def distribution(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator
     registry = start_distribution(workdir, pki, {USER: PASSWORD})
     try:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
-        pusher = Pusher(registry.url, context, (USER, PASSWORD))
-        yield push_test_images(pusher, workdir, registry)
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        yield push_test_images(registry, context, {"Authorization": f"Basic {basic}"})
     finally:
         registry.stop()
-
-
-def docker_config(path: Path, auths: dict[str, Any]) -> Path:
-    path.write_text(json.dumps({"auths": auths}))
-    return path
-
-
-def basic_entry(user: str, password: str) -> dict[str, str]:
-    return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
 @pytest.fixture
@@ -178,11 +111,10 @@ async def test_distribution_basic_auth_from_docker_config(
     config = docker_config(tmp_path / "config.json", {address: basic_entry(USER, PASSWORD)})
     resolver = make_resolver(credentials=load_docker_config(config), ca_file=pki.ca_cert)
     single = await resolver.resolve(parse_reference(f"{address}/team/app:1.0"), CONTEXT)
-    assert single.digest == distribution.image.manifest_digest
-    assert single.digest == distribution.pushed_digests["1.0"]
+    assert single.digest == distribution.image.digest
     assert single.source == "remote"
     multi = await resolver.resolve(parse_reference(f"{address}/team/app:multi"), CONTEXT)
-    assert multi.digest == distribution.index.index_digest
+    assert multi.digest == distribution.index.digest
     # The Basic challenge is remembered: the next resolution sends credentials at once.
     again = await resolver.resolve(parse_reference(f"{address}/team/app:1.0"), CONTEXT)
     assert again.digest == single.digest
@@ -253,7 +185,7 @@ async def test_pull_secrets_come_before_the_docker_config(
     resolver = make_resolver(credentials=config, secrets_for=secrets_for, ca_file=pki.ca_cert)
     context = ResolveContext("team-a", ("old", "new"), "builder")
     resolution = await resolver.resolve(parse_reference(f"{address}/team/app:multi"), context)
-    assert resolution.digest == distribution.index.index_digest
+    assert resolution.digest == distribution.index.digest
     assert seen == [context]
 
 
@@ -277,7 +209,7 @@ async def test_unreadable_pull_secrets_are_explained(
     )
     resolver = make_resolver(credentials=config, secrets_for=secrets_for, ca_file=pki.ca_cert)
     resolution = await resolver.resolve(parse_reference(f"{address}/team/app:1.0"), CONTEXT)
-    assert resolution.digest == distribution.image.manifest_digest
+    assert resolution.digest == distribution.image.digest
 
 
 async def test_untrusted_certificate(
@@ -296,11 +228,8 @@ async def test_untrusted_certificate(
 
 
 @pytest.fixture(scope="module")
-def moorage_images(
-    moorage_server: RunningRegistry, tmp_path_factory: pytest.TempPathFactory
-) -> Pushed:
-    workdir = tmp_path_factory.mktemp("moorage-images")
-    return push_test_images(Pusher(moorage_server.url), workdir, moorage_server)
+def moorage_images(moorage_server: RunningRegistry) -> Pushed:
+    return push_test_images(moorage_server)
 
 
 async def test_moorage_insecure_host_anonymous(
@@ -309,9 +238,9 @@ async def test_moorage_insecure_host_anonymous(
     address = moorage_images.registry.address
     resolver = make_resolver(insecure_hosts=frozenset({address}))
     single = await resolver.resolve(parse_reference(f"{address}/team/app:1.0"), CONTEXT)
-    assert single.digest == moorage_images.image.manifest_digest
+    assert single.digest == moorage_images.image.digest
     multi = await resolver.resolve(parse_reference(f"{address}/team/app:multi"), CONTEXT)
-    assert multi.digest == moorage_images.index.index_digest
+    assert multi.digest == moorage_images.index.digest
     with pytest.raises(ResolveError, match=r"team/app:gone: manifest unknown \(404\)"):
         await resolver.resolve(parse_reference(f"{address}/team/app:gone"), CONTEXT)
 
@@ -330,10 +259,9 @@ async def test_plain_http_only_for_insecure_hosts(
 # -- a registry with a token server ---------------------------------------------------------------
 
 REFRESH_TOKEN = "refresh-" + os.urandom(4).hex()
-MANIFEST = json.dumps(
-    {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
-).encode()
-MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
+#: What the scripted registries serve: an empty image index.
+MANIFEST = index_of([]).manifest
+MANIFEST_DIGEST = index_of([]).digest
 
 
 @dataclass
@@ -424,14 +352,6 @@ async def token_registry(aiohttp_server: AiohttpServer) -> TokenRegistry:
     return registry
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def hub_credentials(address: str, entry: dict[str, str]) -> Credentials:
     return parse_docker_config(json.dumps({"auths": {address: entry}}), "docker config test")
 
@@ -440,7 +360,7 @@ async def test_bearer_token_with_basic_credentials(
     token_registry: TokenRegistry, make_resolver: Callable[..., RemoteResolver]
 ) -> None:
     address = token_registry.address
-    clock = Clock()
+    clock = ManualClock(1000.0)
     resolver = make_resolver(
         credentials=hub_credentials(address, basic_entry(USER, PASSWORD)),
         insecure_hosts=frozenset({address}),
@@ -470,7 +390,7 @@ async def test_bearer_token_anonymous_and_access_token(
     token_registry.token_field = "access_token"
     token_registry.expires_in = None
     address = token_registry.address
-    clock = Clock()
+    clock = ManualClock(1000.0)
     resolver = make_resolver(insecure_hosts=frozenset({address}), clock=clock)
     reference = parse_reference(f"{address}/public/app:1.0")
     assert (await resolver.resolve(reference, CONTEXT)).digest == MANIFEST_DIGEST

@@ -12,13 +12,13 @@ import pytest
 from moorage.admission.review import AdmissionRequest, parse_review
 from moorage.admission.validation import (
     MAX_PROBLEMS,
-    RuleError,
     TagMode,
     ValidationRule,
     local_tag_mode,
     parse_rules,
     validate,
 )
+from moorage.documents import DocumentError
 from moorage.policy import Decision, Policy
 from moorage.reference import ImageReference, parse_reference
 from tests.admission.reviews import GROUPS, pod_spec, review, workload
@@ -631,27 +631,44 @@ def test_parse_rules_accepts_nothing() -> None:
 @pytest.mark.parametrize(
     ("document", "error"),
     [
-        ("prod", "validation rule 1 must be a table/object"),
+        ("prod", "validation rules: [0]: expected a table/object, not 'prod'"),
         (
             {"name": "r", "namespaces": "*", "refuse_latest": True, "mode": "deny"},
-            "validation rule 1 has unknown keys: mode (known: action, ",
+            "validation rule 'r': mode: unknown key (known: action, ",
         ),
-        ({"namespaces": "*", "refuse_latest": True}, "validation rule 1: name must be"),
-        ({"name": "", "namespaces": "*", "refuse_latest": True}, "name must be a non-empty"),
-        ({"name": 3, "namespaces": "*", "refuse_latest": True}, "name must be a non-empty"),
+        ({"namespaces": "*", "refuse_latest": True}, "validation rules: [0].name: missing"),
+        (
+            {"name": "", "namespaces": "*", "refuse_latest": True},
+            "[0].name: must be a non-empty string without outer spaces",
+        ),
+        (
+            {"name": " r", "namespaces": "*", "refuse_latest": True},
+            "validation rule ' r': name: must be a non-empty string without outer spaces",
+        ),
+        ({"name": 3, "namespaces": "*", "refuse_latest": True}, "[0].name: expected a string"),
         (
             {"name": "r", "refuse_latest": True},
-            "validation rule 'r': namespaces is required (write \"*\" for every namespace)",
+            "validation rule 'r': namespaces: missing (write \"*\" for every namespace)",
         ),
         (
             {"name": "r", "namespaces": [], "refuse_latest": True},
-            "validation rule 'r': namespaces must be a pattern or a list of non-empty patterns",
+            "validation rule 'r': namespaces: must not be empty",
         ),
-        ({"name": "r", "namespaces": [""], "refuse_latest": True}, "namespaces must be"),
-        ({"name": "r", "namespaces": {"a": 1}, "refuse_latest": True}, "namespaces must be"),
+        (
+            {"name": "r", "namespaces": ["a", ""], "refuse_latest": True},
+            "validation rule 'r': namespaces[1]: must not be empty",
+        ),
+        (
+            {"name": "r", "namespaces": {"a": 1}, "refuse_latest": True},
+            "validation rule 'r': namespaces: expected a string or a list, not a table/object",
+        ),
         (
             {"name": "r", "namespaces": "Prod", "refuse_latest": True},
             "validation rule 'r': namespaces: 'Prod' is not a namespace pattern",
+        ),
+        (
+            {"name": "prod", "namespaces": ["prod", "prod-*", "Prod"], "refuse_latest": True},
+            "validation rule 'prod': namespaces[2]: 'Prod' is not a namespace pattern",
         ),
         (
             {"name": "r", "namespaces": "team/a", "refuse_latest": True},
@@ -663,27 +680,30 @@ def test_parse_rules_accepts_nothing() -> None:
         ),
         (
             {"name": "r", "namespaces": "*", "except_namespaces": 5, "refuse_latest": True},
-            "except_namespaces must be a pattern or a list",
+            "validation rule 'r': except_namespaces: expected a string or a list, not 5",
         ),
         (
             {"name": "r", "namespaces": "*"},
-            "validation rule 'r' checks nothing: set one of allowed_sources, denied_sources, "
+            "validation rule 'r': checks nothing: set one of allowed_sources, denied_sources, "
             "require_digest, refuse_mutable_tags, refuse_latest",
         ),
         (
             {"name": "r", "namespaces": "*", "refuse_latest": False},
-            "checks nothing",
+            "validation rule 'r': checks nothing",
         ),
         (
             {"name": "r", "namespaces": "*", "allowed_sources": []},
-            "validation rule 'r': allowed_sources is empty, which would refuse every image: "
+            "validation rule 'r': allowed_sources: empty, which would refuse every image: "
             "leave it out to allow any source",
         ),
-        ({"name": "r", "namespaces": "*", "denied_sources": []}, "denied_sources is empty"),
+        (
+            {"name": "r", "namespaces": "*", "denied_sources": []},
+            "validation rule 'r': denied_sources: empty",
+        ),
         (
             {"name": "r", "namespaces": "*", "allowed_sources": ["docker.io/library/nginx:1.25"]},
-            "allowed_sources: 'docker.io/library/nginx:1.25' is not a source: sources name "
-            "repositories, not tags",
+            "validation rule 'r': allowed_sources[0]: 'docker.io/library/nginx:1.25' is not a "
+            "source: sources name repositories, not tags",
         ),
         (
             {"name": "r", "namespaces": "*", "allowed_sources": [f"nginx@{DIGEST}"]},
@@ -691,7 +711,7 @@ def test_parse_rules_accepts_nothing() -> None:
         ),
         (
             {"name": "r", "namespaces": "*", "denied_sources": ["docker.io/*"]},
-            "validation rule 'r': denied_sources: 'docker.io/*' is ambiguous: Docker Hub names "
+            "validation rule 'r': denied_sources[0]: 'docker.io/*' is ambiguous: Docker Hub names "
             "have two components (nginx is docker.io/library/nginx); write "
             "'docker.io/library/*' for official images or 'docker.io' for all of Docker Hub",
         ),
@@ -717,58 +737,75 @@ def test_parse_rules_accepts_nothing() -> None:
         ),
         (
             {"name": "r", "namespaces": "*", "allowed_sources": ["regex:[a-"]},
-            "validation rule 'r': allowed_sources: invalid pattern 'regex:[a-'",
+            "validation rule 'r': allowed_sources[0]: invalid pattern 'regex:[a-'",
         ),
         (
             {"name": "r", "namespaces": "*", "allowed_sources": 5},
-            "allowed_sources must be a pattern or a list of non-empty patterns",
+            "validation rule 'r': allowed_sources: expected a string or a list, not 5",
         ),
         (
             {"name": "r", "namespaces": "*", "require_digest": "yes"},
-            "validation rule 'r': require_digest must be true or false",
+            "validation rule 'r': require_digest: expected true or false, not 'yes'",
         ),
-        ({"name": "r", "namespaces": "*", "refuse_latest": 1}, "refuse_latest must be true"),
+        (
+            {"name": "r", "namespaces": "*", "refuse_latest": 1},
+            "validation rule 'r': refuse_latest: expected true or false, not 1",
+        ),
         (
             {"name": "r", "namespaces": "*", "refuse_mutable_tags": None},
-            "refuse_mutable_tags must be true or false",
+            "validation rule 'r': refuse_mutable_tags: expected true or false, not null",
         ),
         (
             {"name": "r", "namespaces": "*", "refuse_latest": True, "action": "block"},
-            "validation rule 'r': action must be 'deny' or 'warn'",
+            "validation rule 'r': action: expected 'deny' or 'warn', not 'block'",
         ),
         (
             {"name": "r", "namespaces": "*", "refuse_latest": True, "description": 3},
-            "description must be a string",
+            "validation rule 'r': description: expected a string, not 3",
         ),
     ],
 )
 def test_invalid_rules(document: Any, error: str) -> None:
-    with pytest.raises(RuleError) as caught:
+    with pytest.raises(DocumentError) as caught:
         parse_rules([document])
+    assert str(caught.value).startswith("validation rules: ")
     assert error in str(caught.value)
 
 
 @pytest.mark.parametrize(
     ("documents", "error"),
     [
-        ({"name": "r"}, "validation rules must be a list of tables/objects"),
-        ("r", "validation rules must be a list"),
+        ({"name": "r"}, "validation rules: expected a list, not a table/object"),
+        ("r", "validation rules: expected a list, not 'r'"),
         (
             [rule(name="a", refuse_latest=True), rule(name="a", require_digest=True)],
-            "validation rule names must be unique: a",
+            "validation rules: validation rule names must be unique: a",
         ),
         (
             [rule(name="a", refuse_latest=True), {"name": "b", "namespaces": "*"}],
-            "validation rule 'b' checks nothing",
+            "validation rules: validation rule 'b': checks nothing",
         ),
-        ([rule(refuse_latest=True), "x"], "validation rule 2 must be a table/object"),
+        (
+            [rule(refuse_latest=True), "x"],
+            "validation rules: [1]: expected a table/object, not 'x'",
+        ),
     ],
 )
 def test_invalid_rule_lists(documents: Any, error: str) -> None:
-    with pytest.raises(RuleError) as caught:
+    with pytest.raises(DocumentError) as caught:
         parse_rules(documents)
     assert error in str(caught.value)
 
 
-def test_rule_errors_are_value_errors() -> None:
-    assert issubclass(RuleError, ValueError)
+def test_rule_errors_name_their_source_key_and_problem() -> None:
+    rules = [rule(name="ok", refuse_latest=True), {"name": "r", "namespaces": ["a", "B"]}]
+    with pytest.raises(DocumentError) as caught:
+        parse_rules(rules, "the rules sent by a test")
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert (error.source, error.key) == (
+        "the rules sent by a test",
+        "validation rule 'r': namespaces[1]",
+    )
+    assert error.problem.startswith("'B' is not a namespace pattern")
+    assert str(error) == f"{error.source}: {error.key}: {error.problem}"

@@ -12,8 +12,6 @@ on refusals); dry runs record nothing; what /mutate pinned is listed by
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import io
 import json
 import uuid
@@ -30,26 +28,21 @@ from moorage.admission.review import API_VERSION
 from moorage.admission.setup import Admission, build_admission
 from moorage.api.app import create_app
 from moorage.api.webhook import MAX_REVIEW, create_webhook_app
-from moorage.config import Settings
 from moorage.registry.service import Registry
 from moorage.server import build_registry
-from tests.admission.reviews import apply_patch, pod_spec, review, workload
+from tests.admission.reviews import apply_patch, decoded_patch, pod_spec, review, workload
+from tests.support.app import push_image
+from tests.support.images import seeded_image
+from tests.support.settings import make_settings
 
 HOST = "127.0.0.1:5000"  # the registry's listen address: resolved locally
 ALIAS = "registry.test"  # admission.registry_hosts: resolved locally too
 APP = f"{HOST}/team/app:today"
 SIDE = f"{ALIAS}/team/sidecar:1.0"
 MISSING = f"{HOST}/team/missing:1.0"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 AiohttpClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 Client = TestClient[web.Request, web.Application]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -61,31 +54,8 @@ class Env:
     digests: dict[str, str]
 
     async def push(self, repository: str, tag: str, seed: str) -> str:
-        """Push config + layer + manifest through the registry API; the manifest's digest."""
-        config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
-        layer = f"layer of {seed}".encode()
-        for blob in (config, layer):
-            response = await self.api.post(
-                f"/v2/{repository}/blobs/uploads/?digest={sha256(blob)}", data=blob
-            )
-            assert response.status == 201, await response.text()
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": sha256(layer), "size": len(layer)}],
-            }
-        ).encode()
-        response = await self.api.put(
-            f"/v2/{repository}/manifests/{tag}",
-            data=manifest,
-            headers={"Content-Type": OCI_MANIFEST},
-        )
-        assert response.status == 201, await response.text()
-        digest = response.headers["Docker-Content-Digest"]
-        assert digest == sha256(manifest)
-        return digest
+        """Push ``seeded_image(seed)`` through the registry API; the manifest's digest."""
+        return (await push_image(self.api, repository, seeded_image(seed, layers=1), tag)).digest
 
     async def post(self, path: str, body: bytes, **headers: str) -> tuple[int, Any]:
         # aiohttp warns about large bytes bodies (and warnings are errors here): stream them.
@@ -121,20 +91,19 @@ Make = Callable[..., Awaitable[Env]]
 
 @pytest.fixture
 async def make_env(tmp_path: Path, aiohttp_client: AiohttpClient) -> Make:
-    """An Env over a fresh registry; keyword arguments are Settings fields."""
+    """An Env over a fresh registry; keyword arguments are config file tables and keys."""
     count = 0
 
-    async def make(**settings_fields: Any) -> Env:
+    async def make(**tables: Any) -> Env:
         nonlocal count
         count += 1
-        fields: dict[str, Any] = {
+        defaults: dict[str, Any] = {
             "data": tmp_path / f"data{count}",
             "workers": 1,
             "listen": HOST,
-            "admission_registry_hosts": [ALIAS],
-            "admission_kubernetes": "off",
+            "admission": {"registry_hosts": [ALIAS], "kubernetes": "off"},
         }
-        settings = Settings(**{**fields, **settings_fields})
+        settings = make_settings(defaults, tables)
         registry = build_registry(settings)
         admission = build_admission(settings, registry)
         # Made first, closed last: the registry app closes the registry on cleanup, after the
@@ -152,12 +121,6 @@ async def make_env(tmp_path: Path, aiohttp_client: AiohttpClient) -> Make:
 @pytest.fixture
 async def env(make_env: Make) -> Env:
     return await make_env()
-
-
-def decoded_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
-    assert response["patchType"] == "JSONPatch"
-    patch: list[dict[str, Any]] = json.loads(base64.b64decode(response["patch"], validate=True))
-    return patch
 
 
 def envelope(request: dict[str, Any]) -> bytes:
@@ -186,54 +149,82 @@ def with_field(key: str, value: Any) -> bytes:
 # -- bodies that are not AdmissionReview v1 requests -----------------------------------------------
 
 MALFORMED: list[tuple[str, bytes, str]] = [
-    ("empty", b"", "body is not JSON"),
-    ("not JSON", b"{'apiVersion': 'admission.k8s.io/v1'", "body is not JSON"),
-    ("not UTF-8", b'{"kind": "\xff\xfe"}', "body is not JSON"),
-    ("too deep", b"[" * 100_000 + b"]" * 100_000, "body is not JSON"),
-    ("huge integer", b'{"n": ' + b"9" * 5000 + b"}", "body is not JSON"),
-    ("JSON array", b"[]", "body must be a JSON object"),
-    ("JSON string", b'"AdmissionReview"', "body must be a JSON object"),
-    ("JSON null", b"null", "body must be a JSON object"),
+    ("empty", b"", "AdmissionReview: not valid JSON ("),
+    ("not JSON", b"{'apiVersion': 'admission.k8s.io/v1'", "AdmissionReview: not valid JSON ("),
+    ("not UTF-8", b'{"kind": "\xff\xfe"}', "AdmissionReview: not valid JSON ("),
+    ("too deep", b"[" * 100_000 + b"]" * 100_000, "AdmissionReview: not valid JSON ("),
+    ("huge integer", b'{"n": ' + b"9" * 5000 + b"}", "AdmissionReview: not valid JSON ("),
+    ("JSON array", b"[]", "AdmissionReview: expected a table/object, not a list"),
+    ("JSON string", b'"AdmissionReview"', "AdmissionReview: expected a table/object, not 'Adm"),
+    ("JSON null", b"null", "AdmissionReview: expected a table/object, not null"),
     (
         "v1beta1",
         json.dumps(
             {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}
         ).encode(),
-        f"expected an AdmissionReview of apiVersion {API_VERSION}",
+        f"AdmissionReview: apiVersion: expected '{API_VERSION}', not 'admission.k8s.io/v1beta1'",
     ),
     (
         "wrong kind",
         json.dumps({"apiVersion": API_VERSION, "kind": "TokenReview", "request": {}}).encode(),
-        f"expected an AdmissionReview of apiVersion {API_VERSION}",
+        "AdmissionReview: kind: expected 'AdmissionReview', not 'TokenReview'",
     ),
     (
         "no apiVersion",
         json.dumps({"kind": "AdmissionReview", "request": {}}).encode(),
-        f"expected an AdmissionReview of apiVersion {API_VERSION}",
+        "AdmissionReview: apiVersion: missing",
     ),
     (
         "a response, not a request",
         json.dumps(
             {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": {"uid": "x"}}
         ).encode(),
-        "AdmissionReview has no request",
+        "AdmissionReview: request: missing",
     ),
     (
         "request is a list",
         json.dumps({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": []}).encode(),
-        "AdmissionReview has no request",
+        "AdmissionReview: request: expected a table/object, not a list",
     ),
-    ("no uid", without("uid"), "request.uid must be a string"),
-    ("uid is a number", with_field("uid", 42), "request.uid must be a string"),
-    ("no kind", without("kind"), "request.kind and request.resource must be objects"),
-    ("kind is a string", with_field("kind", "Pod"), "request.kind and request.resource must be"),
-    ("no resource", without("resource"), "request.kind and request.resource must be objects"),
-    ("no kind.kind", with_field("kind", {"group": "", "version": "v1"}), "request.kind.kind"),
-    ("no operation", without("operation"), "request.operation must be a string"),
-    ("namespace not a string", with_field("namespace", ["prod"]), "request.namespace must be"),
-    ("object is a list", with_field("object", [{"kind": "Pod"}]), "request.object must be an"),
-    ("object is a string", with_field("object", "{}"), "request.object must be an object"),
-    ("oldObject is a number", with_field("oldObject", 1), "request.oldObject must be an object"),
+    ("no uid", without("uid"), "AdmissionReview: request.uid: missing"),
+    (
+        "uid is a number",
+        with_field("uid", 42),
+        "AdmissionReview: request.uid: expected a string, not 42",
+    ),
+    ("no kind", without("kind"), "AdmissionReview: request.kind: missing"),
+    (
+        "kind is a string",
+        with_field("kind", "Pod"),
+        "AdmissionReview: request.kind: expected a table/object, not 'Pod'",
+    ),
+    ("no resource", without("resource"), "AdmissionReview: request.resource: missing"),
+    (
+        "no kind.kind",
+        with_field("kind", {"group": "", "version": "v1"}),
+        "AdmissionReview: request.kind.kind: missing",
+    ),
+    ("no operation", without("operation"), "AdmissionReview: request.operation: missing"),
+    (
+        "namespace not a string",
+        with_field("namespace", ["prod"]),
+        "AdmissionReview: request.namespace: expected a string, not a list",
+    ),
+    (
+        "object is a list",
+        with_field("object", [{"kind": "Pod"}]),
+        "AdmissionReview: request.object: expected a table/object, not a list",
+    ),
+    (
+        "object is a string",
+        with_field("object", "{}"),
+        "AdmissionReview: request.object: expected a table/object, not '{}'",
+    ),
+    (
+        "oldObject is a number",
+        with_field("oldObject", 1),
+        "AdmissionReview: request.oldObject: expected a table/object, not 1",
+    ),
 ]
 
 
@@ -385,7 +376,7 @@ async def test_unparseable_images_are_refused_with_the_reason(env: Env) -> None:
 
 
 async def test_warn_mode_admits_with_warnings_and_pins_the_rest(make_env: Make) -> None:
-    env = await make_env(admission_on_failure="warn")
+    env = await make_env(admission={"on_failure": "warn"})
     body = review(workload("Deployment", pod_spec([APP, MISSING])))
     response = await env.answer("/mutate", body)
     assert set(response) == {"uid", "allowed", "patchType", "patch", "warnings"}
@@ -407,7 +398,7 @@ async def test_warn_mode_admits_with_warnings_and_pins_the_rest(make_env: Make) 
 
 
 async def test_images_of_other_registries_without_remote_resolution(make_env: Make) -> None:
-    env = await make_env(admission_remote=False)
+    env = await make_env(admission={"remote": False})
     response = await env.answer("/mutate", review(workload("Pod", pod_spec(["nginx:1.25"]))))
     assert response["allowed"] is False
     assert (
@@ -481,7 +472,7 @@ RULES = [
 
 
 async def test_validate_refuses_with_the_exact_shape(make_env: Make) -> None:
-    env = await make_env(admission_validation_rules=RULES)
+    env = await make_env(admission={"validation": {"rules": RULES}})
     response = await env.answer("/validate", review(workload("Deployment", pod_spec([APP]))))
     assert set(response) == {"uid", "allowed", "status"}
     assert response["allowed"] is False
@@ -495,7 +486,7 @@ async def test_validate_refuses_with_the_exact_shape(make_env: Make) -> None:
 
 
 async def test_validate_admits_what_mutate_pinned(make_env: Make) -> None:
-    env = await make_env(admission_validation_rules=RULES)
+    env = await make_env(admission={"validation": {"rules": RULES}})
     obj = workload("Deployment", pod_spec([APP]))
     pinned = apply_patch(obj, decoded_patch(await env.answer("/mutate", review(obj))))
     response = await env.answer("/validate", review(pinned))
@@ -503,7 +494,7 @@ async def test_validate_admits_what_mutate_pinned(make_env: Make) -> None:
 
 
 async def test_validate_warns(make_env: Make) -> None:
-    env = await make_env(admission_validation_rules=RULES)
+    env = await make_env(admission={"validation": {"rules": RULES}})
     image = f"nginx@sha256:{'a' * 64}"
     response = await env.answer("/validate", review(workload("Pod", pod_spec([image]))))
     assert set(response) == {"uid", "allowed", "warnings"}
@@ -517,7 +508,7 @@ async def test_validate_warns(make_env: Make) -> None:
 async def test_an_internal_failure_is_a_refusal_explaining_it(
     make_env: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = await make_env(admission_validation_rules=RULES)
+    env = await make_env(admission={"validation": {"rules": RULES}})
 
     async def broken() -> Any:
         raise RuntimeError("metadata store on fire")
@@ -547,7 +538,7 @@ async def test_uid_is_echoed_whatever_it_is(env: Env) -> None:
 
 
 async def test_an_ipv6_listen_address_is_one_of_this_registrys_hosts(make_env: Make) -> None:
-    env = await make_env(listen="[fd00::5]:5000", admission_remote=False)
+    env = await make_env(listen="[fd00::5]:5000", admission={"remote": False})
     image = "[fd00::5]:5000/team/app:today"
     response = await env.answer("/mutate", review(workload("Pod", pod_spec([image]))))
     assert response["allowed"] is True, response

@@ -8,8 +8,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from tests.api.conftest import MakeEnv, RegistryEnv
-from tests.api.helpers import Blob, Client, assert_error, digest_of, push_image
+from tests.support.app import Client, MakeEnv, RegistryEnv, assert_error, push_seeded
+from tests.support.images import Blob, digest_of
 
 USER, PASSWORD = "alice", "s3cret:with colon"
 
@@ -31,7 +31,7 @@ def write_htpasswd(path: Path) -> Path:
 
 async def auth_env(make_env: MakeEnv, tmp_path: Path, anonymous_pull: bool) -> RegistryEnv:
     htpasswd = write_htpasswd(tmp_path / "htpasswd")
-    return await make_env(auth_htpasswd=htpasswd, auth_anonymous_pull=anonymous_pull)
+    return await make_env(auth={"htpasswd": htpasswd, "anonymous_pull": anonymous_pull})
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ async def seed(client: Client) -> str:
     """Push an image with credentials (a client session that sends them on every request)."""
     client.session.headers.update(GOOD)
     try:
-        image = await push_image(client, "sec/app", "v1", "auth")
+        image = await push_seeded(client, "sec/app", "v1", "auth")
     finally:
         del client.session.headers["Authorization"]
     return image.digest

@@ -21,32 +21,34 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import RegistryEnv
-from tests.api.helpers import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    Blob,
+from moorage.storage.base import Writer
+from tests.support.app import (
     Client,
-    Image,
-    RawResponse,
+    RegistryEnv,
     Snapshot,
     assert_image_intact,
     catalog,
-    digest_of,
-    dumps,
-    layer_blob,
-    manifest_descriptor,
     patch_chunk,
-    push_image,
     push_manifest,
-    raw_exchange,
-    raw_request,
+    push_seeded,
     snapshot,
     start_upload,
     stream,
     tags,
     with_query,
 )
+from tests.support.http import Reply, raw_exchange, raw_request
+from tests.support.images import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Blob,
+    Image,
+    digest_of,
+    dumps,
+    layer_blob,
+    manifest_descriptor,
+)
+from tests.support.waiting import wait_until_async
 
 SENTINEL = b"SENTINEL: this file is outside the registry's data directory\n"
 STORAGE_KEY_RE = re.compile(
@@ -61,7 +63,9 @@ class Seeded:
     """A registry with known content, and everything needed to prove it was not damaged."""
 
     env: RegistryEnv
+    #: ``seeded_image("known")`` in stable/app as v1 and latest.
     image: Image
+    #: ``seeded_image("other", layers=1)`` in stable/other as v1, pushed in chunks.
     other: Image
     repositories: list[str] = field(default_factory=list)
     tag_lists: dict[str, list[str]] = field(default_factory=dict)
@@ -82,8 +86,8 @@ class Seeded:
 
     async def check(self) -> None:
         """Everything pushed before is intact, and nothing else appeared anywhere."""
-        await assert_image_intact(self.client, self.image)
-        await assert_image_intact(self.client, self.other)
+        await assert_image_intact(self.client, "stable/app", self.image, ["v1", "latest"])
+        await assert_image_intact(self.client, "stable/other", self.other, ["v1"])
         assert await catalog(self.client) == self.repositories
         for name, expected in self.tag_lists.items():
             assert await tags(self.client, name) == expected
@@ -118,10 +122,9 @@ class Seeded:
 
 @pytest.fixture
 async def seeded(env: RegistryEnv, tmp_path: Path) -> Seeded:
-    image = await push_image(env.client, "stable/app", "v1", "known", layers=2)
+    image = await push_seeded(env.client, "stable/app", "v1", "known", layers=2)
     await push_manifest(env.client, "stable/app", "latest", image.manifest)
-    image.extra_tags.append("latest")
-    other = await push_image(env.client, "stable/other", "v1", "other", layers=1, chunked=True)
+    other = await push_seeded(env.client, "stable/other", "v1", "other", layers=1, chunked=True)
     # Files a path traversal would reach, next to and above the data directory.
     for place in (env.data.parent, env.data.parent.parent, env.root, tmp_path):
         (place / "etc").mkdir(exist_ok=True)
@@ -132,7 +135,7 @@ async def seeded(env: RegistryEnv, tmp_path: Path) -> Seeded:
     return seeded
 
 
-def assert_no_sentinel(response: RawResponse) -> None:
+def assert_no_sentinel(response: Reply) -> None:
     assert b"SENTINEL" not in response.body
 
 
@@ -1035,7 +1038,7 @@ def fill(template: str, seeded: Seeded) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 
 
-def assert_expected(response: RawResponse, expect: tuple[tuple[int, str | None], ...]) -> None:
+def assert_expected(response: Reply, expect: tuple[tuple[int, str | None], ...]) -> None:
     got_code: str | None = None
     try:
         got_code = response.code
@@ -1247,15 +1250,20 @@ async def test_put_after_failed_digest_does_not_leave_the_blob(seeded: Seeded) -
     await seeded.check()
 
 
+async def leased(seeded: Seeded, location: str) -> bool:
+    """Whether a request holds the upload's lease (it is writing into the upload)."""
+    upload_id = location.rsplit("/", 1)[1]
+    upload = await seeded.env.registry.meta.get_upload(upload_id, "stable/app")
+    return upload is not None and upload.lease_until > 0
+
+
 async def wait_released(seeded: Seeded, location: str) -> None:
     """Wait until no request holds the upload (a failed request releases it)."""
-    upload_id = location.rsplit("/", 1)[1]
-    for _ in range(200):
-        upload = await seeded.env.registry.meta.get_upload(upload_id, "stable/app")
-        if upload is None or upload.lease_until == 0:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail("the upload stayed leased after its request failed")
+
+    async def released() -> bool:
+        return not await leased(seeded, location)
+
+    await wait_until_async(released, "the failed request to release the upload's lease")
 
 
 async def send_short_body(client: Client, head: str, body: bytes) -> bytes:
@@ -1271,7 +1279,7 @@ async def test_short_body_on_single_post(seeded: Seeded) -> None:
     )
     reply = await send_short_body(seeded.client, head, blob.data[:1000])
     assert not reply.startswith(b"HTTP/1.1 201"), reply[:200]
-    await asyncio.sleep(0.1)
+    await seeded.env.requests_done()
     resp = await seeded.client.get(f"/v2/stable/app/blobs/{blob.digest}")
     assert resp.status == 404
     await seeded.check()
@@ -1284,7 +1292,7 @@ async def test_short_body_claiming_a_known_digest(seeded: Seeded) -> None:
         f"Host: registry.test\r\nContent-Length: {known.size}\r\n\r\n"
     )
     await send_short_body(seeded.client, head, known.data[: known.size // 2])
-    await asyncio.sleep(0.1)
+    await seeded.env.requests_done()
     await seeded.check()
 
 
@@ -1295,7 +1303,7 @@ async def test_short_body_on_patch_keeps_the_session(seeded: Seeded, session: st
     )
     reply = await send_short_body(seeded.client, head, DATA[1000:1400])
     assert not reply.startswith(b"HTTP/1.1 202"), reply[:200]
-    await asyncio.sleep(0.3)  # let the abandoned request run as far as it will
+    await seeded.env.requests_done()  # the abandoned request runs as far as it will
     await wait_released(seeded, session)
     assert await session_offset(seeded.client, session) == 1000
     await seeded.check()
@@ -1303,10 +1311,18 @@ async def test_short_body_on_patch_keeps_the_session(seeded: Seeded, session: st
 
 
 async def test_disconnect_in_the_middle_of_a_chunk_keeps_the_session(
-    seeded: Seeded, session: str
+    seeded: Seeded, session: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The client goes away once the registry is already writing the chunk."""
-    upload_id = session.rsplit("/", 1)[1]
+    storage = seeded.env.registry.storage
+    writers: list[Writer] = []
+    open_writer = storage.open_writer
+
+    async def watched(key: str, offset: int = 0) -> Writer:
+        writers.append(await open_writer(key, offset))
+        return writers[-1]
+
+    monkeypatch.setattr(storage, "open_writer", watched)
     host, port = seeded.client.server.host, seeded.client.server.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(
@@ -1317,17 +1333,16 @@ async def test_disconnect_in_the_middle_of_a_chunk_keeps_the_session(
         + DATA[1000:1400]
     )
     await writer.drain()
-    for _ in range(200):
-        upload = await seeded.env.registry.meta.get_upload(upload_id, "stable/app")
-        if upload is not None and upload.lease_until > 0:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: bool(writers) and writers[-1].size == 1400,
+        "the registry to write the 400 bytes sent of the chunk",
+    )
+    assert await leased(seeded, session)
     writer.close()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
     del reader
-    await asyncio.sleep(0.3)  # let the abandoned request run as far as it will
+    await seeded.env.requests_done()  # the abandoned request runs as far as it will
     await wait_released(seeded, session)
     assert await session_offset(seeded.client, session) == 1000
     await seeded.check()
@@ -1341,7 +1356,7 @@ async def test_short_body_on_final_put(seeded: Seeded, session: str) -> None:
     )
     reply = await send_short_body(seeded.client, head, DATA[1000:3000])
     assert not reply.startswith(b"HTTP/1.1 201"), reply[:200]
-    await asyncio.sleep(0.3)  # let the abandoned request run as far as it will
+    await seeded.env.requests_done()  # the abandoned request runs as far as it will
     await wait_released(seeded, session)
     resp = await seeded.client.get(f"/v2/stable/app/blobs/{digest_of(DATA)}")
     assert resp.status == 404
@@ -1358,7 +1373,7 @@ async def test_short_manifest_body(seeded: Seeded) -> None:
     )
     reply = await send_short_body(seeded.client, head, manifest)
     assert not reply.startswith(b"HTTP/1.1 201"), reply[:200]
-    await asyncio.sleep(0.1)
+    await seeded.env.requests_done()
     await seeded.check()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.helpers import API_VERSION, Client, assert_error
+from tests.support.app import API_VERSION, Client, assert_error
 
 
 async def test_base_endpoint_is_200_with_api_version_header(client: Client) -> None:

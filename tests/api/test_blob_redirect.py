@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import urllib.request
 
-from tests.api.conftest import MakeEnv
-from tests.api.helpers import layer_blob, push_blob, push_blob_chunked
+from tests.support.app import MakeEnv, push_blob, push_blob_chunked
+from tests.support.images import layer_blob
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -15,14 +15,14 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
 
 
 async def test_get_redirects_to_a_presigned_url(make_env: MakeEnv) -> None:
-    env = await make_env("s3", storage_s3_redirect=True, storage_s3_redirect_expiry=60.0)
+    env = await make_env("s3", storage={"s3": {"redirect": True, "redirect_expiry": 60.0}})
     data = os.urandom(3 * 1024 * 1024)
     digest = await push_blob(env.client, "redirect/app", data)
     reply = await env.client.get(f"/v2/redirect/app/blobs/{digest}", allow_redirects=False)
     assert reply.status == 307
     assert reply.headers["Docker-Content-Digest"] == digest
     location = reply.headers["Location"]
-    assert location.startswith(env.settings.storage_s3_endpoint or "")
+    assert location.startswith(env.settings.storage.s3.endpoint or "")
     assert "X-Amz-Signature=" in location
     # The store serves the bytes, ranges included; the signature covers no Range header.
     assert fetch(location) == (200, data)
@@ -36,7 +36,7 @@ async def test_get_redirects_to_a_presigned_url(make_env: MakeEnv) -> None:
 
 async def test_blob_of_several_segments_is_streamed_instead(make_env: MakeEnv) -> None:
     """A blob stored as several segments has no single object to sign: the registry sends it."""
-    env = await make_env("s3", storage_s3_redirect=True)
+    env = await make_env("s3", storage={"s3": {"redirect": True}})
     blob = layer_blob("segments", size=3 * 1024 * 1024 + 5)
     digest = await push_blob_chunked(env.client, "redirect/chunks", blob, 1024 * 1024 + 1)
     reply = await env.client.get(f"/v2/redirect/chunks/blobs/{digest}", allow_redirects=False)

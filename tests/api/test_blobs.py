@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.conftest import MakeEnv, RegistryEnv
-from tests.api.helpers import Client, assert_error, digest_of, layer_blob, push_blob
+from tests.support.app import Client, MakeEnv, RegistryEnv, assert_error, push_blob
+from tests.support.images import digest_of, layer_blob
 
 NAME = "library/blobs"
 BLOB = layer_blob("range-me", 10_000)
@@ -146,7 +146,7 @@ async def test_delete_in_one_repository_keeps_it_in_another(client: Client, push
 
 
 async def test_delete_disabled_is_405(make_env: MakeEnv) -> None:
-    env: RegistryEnv = await make_env(delete_enabled=False)
+    env: RegistryEnv = await make_env(delete={"enabled": False})
     digest = await push_blob(env.client, NAME, BLOB)
     resp = await env.client.delete(f"/v2/{NAME}/blobs/{digest}")
     await assert_error(resp, 405, "UNSUPPORTED")

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,21 @@ from aiohttp.web_runner import BaseRunner
 from pytest_aiohttp import AiohttpClient
 
 from moorage.api.app import create_app
-from moorage.config import Settings
 from moorage.registry.uploads import Uploads
 from moorage.server import build_registry
-from tests.api.conftest import DRIVERS, RegistryEnv, s3_settings
-from tests.api.helpers import (
+from tests.support.app import (
+    DRIVERS,
     Client,
-    config_blob,
-    digest_of,
-    oci_manifest,
+    RegistryEnv,
     patch_chunk,
     push_blob,
+    s3_settings,
     start_upload,
     with_query,
 )
+from tests.support.images import config_blob, digest_of, oci_manifest
+from tests.support.settings import make_settings
+from tests.support.waiting import wait_until_async
 
 NAME = "team/aborts"
 EVERY = 64 * 1024
@@ -54,7 +54,7 @@ async def hang_up(
     writer.write(head.encode() + body)
     await writer.drain()
     if once is not None:
-        await until(once, "the server has received that much")
+        await wait_until_async(once, "the server to receive that much", timeout=15)
     writer.close()
     with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
@@ -75,18 +75,11 @@ def received_before_hang_up(caplog: pytest.LogCaptureFixture) -> int:
     return int(match.group(1))
 
 
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.01)
-
-
 async def aborts_reach(uploads: Uploads, count: int) -> None:
     async def reached() -> bool:
         return uploads.counters.client_aborts >= count
 
-    await until(reached, f"{count} client abort(s) are counted")
+    await wait_until_async(reached, f"{count} client abort(s) to be counted", timeout=15)
 
 
 async def released(env: RegistryEnv, upload_id: str) -> None:
@@ -94,7 +87,7 @@ async def released(env: RegistryEnv, upload_id: str) -> None:
         upload = await env.registry.meta.get_upload(upload_id, NAME)
         return upload is not None and upload.lease_until == 0
 
-    await until(no_lease, "the upload's lease is released")
+    await wait_until_async(no_lease, "the upload's lease to be released", timeout=15)
 
 
 def assert_logged_as_client_abort(caplog: pytest.LogCaptureFixture, *parts: str) -> None:
@@ -140,15 +133,15 @@ async def env(
 ) -> RegistryEnv:
     caplog.set_level(logging.INFO, "moorage")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the memory driver's database
-    overrides: dict[str, Any] = {}
+    s3: dict[str, Any] = {}
     if request.param == "s3":
-        overrides = s3_settings(request.getfixturevalue("seaweedfs"))
-    settings = Settings(
+        s3 = s3_settings(request.getfixturevalue("seaweedfs"))
+    settings = make_settings(
+        s3,
         data=tmp_path / "data",
         workers=1,
-        storage_driver=request.param,
-        uploads_checkpoint=EVERY,
-        **overrides,
+        storage={"driver": request.param},
+        uploads={"checkpoint": EVERY},
     )
     registry = build_registry(settings)
     client = await aiohttp_client(ServedAsInProduction(create_app(registry, settings)))
@@ -190,7 +183,7 @@ async def test_hang_up_mid_single_post(env: RegistryEnv, caplog: pytest.LogCaptu
     async def nothing_left() -> bool:
         return await env.registry.meta.expired_uploads(1e12) == []
 
-    await until(nothing_left, "the session nobody can resume is dropped")
+    await wait_until_async(nothing_left, "the session nobody can resume to be dropped", timeout=15)
     resp = await client.get(f"/v2/{NAME}/blobs/{digest_of(DATA)}")
     assert resp.status == 404
     await push_blob(client, NAME, DATA)
@@ -211,7 +204,7 @@ async def test_hang_up_mid_manifest(env: RegistryEnv, caplog: pytest.LogCaptureF
         return any("client aborted" in r.getMessage() for r in caplog.records)
 
     await hang_up(client, head, manifest[: len(manifest) // 2])
-    await until(logged, "the abort is logged")
+    await wait_until_async(logged, "the abort to be logged", timeout=15)
     assert_logged_as_client_abort(caplog, f"PUT /v2/{NAME}/manifests/v1", "bytes")
     resp = await client.get(f"/v2/{NAME}/manifests/v1")
     assert resp.status == 404
@@ -233,7 +226,7 @@ async def test_hang_up_mid_download(env: RegistryEnv, caplog: pytest.LogCaptureF
     async def counted() -> bool:
         return env.registry.blobs.counters.client_aborts == 1
 
-    await until(counted, "the aborted download is counted")
+    await wait_until_async(counted, "the aborted download to be counted", timeout=15)
     lines = [r for r in caplog.records if "client aborted the download" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO, lines
     assert digest_of(blob) in lines[0].getMessage() and NAME in lines[0].getMessage()

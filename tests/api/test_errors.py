@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from moorage.api.errors import exception_response
-from moorage.meta.base import MetadataUnavailable
-from moorage.meta.postgres_schema import SchemaVersionError
+from moorage.meta.errors import MetadataUnavailable
+from moorage.meta.postgres.schema import SchemaVersionError
 
 
 def test_an_unavailable_metadata_store_is_a_503() -> None:

@@ -20,52 +20,37 @@ import pytest
 from aiohttp import ClientResponse
 
 from moorage.times import format_time, parse_time
-from tests.api.conftest import MakeEnv, RegistryEnv
-from tests.api.helpers import (
+from tests.support.app import (
+    POLICY,
+    RULES,
+    VERSION_TAGS,
+    Client,
+    MakeEnv,
+    RegistryEnv,
+    assert_error,
+    get_json,
+    history,
+    install,
+    prepare,
+    push_manifest,
+    push_seeded,
+    put_policy,
+    tag_digest,
+)
+from tests.support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
-    Client,
-    assert_error,
-    config_blob,
     digest_of,
-    layer_blob,
     manifest_descriptor,
     oci_index,
-    oci_manifest,
     platform,
-    push_blob,
-    push_image,
-    push_manifest,
 )
 
-RULES = "/v2/_moorage/policy/rules"
 CHECK = "/v2/_moorage/policy/check"
 CHANGES = "/v2/_moorage/policy/changes"
 DIGEST_TAGS = "/v2/_moorage/tags/digest"
 REQUEST_ID = "X-Request-Id"
 
-VERSION_TAGS = [
-    "regex:v?[0-9]+(\\.[0-9]+)+(-[0-9A-Za-z.-]+)?",
-    "regex:[0-9]{4}-[0-9]{2}-[0-9]{2}",
-]
-POLICY: dict[str, Any] = {
-    "default": "mutable",
-    "rules": [
-        {"name": "dev", "repositories": ["dev/**"], "mode": "mutable"},
-        {
-            "name": "versions",
-            "tags": VERSION_TAGS,
-            "mode": "immutable",
-            "description": "v1.2.3, 1.2, 2018-05-12 never move",
-        },
-        {
-            "name": "prod",
-            "repositories": "prod/**",
-            "except_tags": ["latest"],
-            "mode": "immutable",
-        },
-    ],
-}
 #: POLICY as the registry returns it: every rule with its patterns as lists, defaults filled.
 NORMALIZED_RULES: list[dict[str, Any]] = [
     {"name": "dev", "mode": "mutable", "repositories": ["dev/**"], "tags": ["*"]},
@@ -90,43 +75,6 @@ RULE_BY_NAME = {rule["name"]: rule for rule in NORMALIZED_RULES}
 # -- helpers ------------------------------------------------------------------------------------
 
 
-async def put_policy(
-    client: Client, document: Any, headers: dict[str, str] | None = None
-) -> ClientResponse:
-    body = document if isinstance(document, bytes) else json.dumps(document).encode()
-    return await client.put(
-        RULES, data=body, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-
-
-async def install(client: Client, document: Any = POLICY, **headers: str) -> dict[str, Any]:
-    resp = await put_policy(client, document, headers)
-    assert resp.status == 200, await resp.text()
-    body: dict[str, Any] = await resp.json()
-    return body
-
-
-async def get_json(
-    client: Client,
-    path: str,
-    params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    resp = await client.get(path, params=params, headers=headers)
-    assert resp.status == 200, f"GET {path} {params}: {resp.status} {await resp.text()}"
-    assert resp.headers["Content-Type"].startswith("application/json")
-    body: dict[str, Any] = await resp.json()
-    return body
-
-
-async def prepare(client: Client, name: str, seed: str) -> bytes:
-    """Push the blobs of a small image into ``name``; its manifest (not pushed)."""
-    config, layer = config_blob(seed), layer_blob(seed, 700)
-    await push_blob(client, name, config)
-    await push_blob(client, name, layer)
-    return oci_manifest(config, [layer], annotations={"seed": seed})
-
-
 async def put_tag(
     client: Client, name: str, reference: str, payload: bytes, request_id: str | None = None
 ) -> ClientResponse:
@@ -148,34 +96,10 @@ async def push(
     return digest_of(payload)
 
 
-async def tag_digest(client: Client, name: str, tag: str) -> str | None:
-    """The digest ``name:tag`` serves, or None if it is not there."""
-    resp = await client.head(f"/v2/{name}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
-    if resp.status == 404:
-        return None
-    assert resp.status == 200, resp.status
-    return resp.headers["Docker-Content-Digest"]
-
-
 async def manifest_status(client: Client, name: str, reference: str) -> int:
     resp = await client.get(f"/v2/{name}/manifests/{reference}")
     await resp.read()
     return resp.status
-
-
-async def history(
-    client: Client,
-    name: str,
-    tag: str,
-    params: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    body = await get_json(
-        client, f"/v2/{name}/_moorage/tags/history", {"tag": tag, **(params or {})}, headers
-    )
-    assert (body["name"], body["tag"]) == (name, tag)
-    events: list[dict[str, Any]] = body["events"]
-    return events
 
 
 def moves(events: list[dict[str, Any]]) -> list[tuple[str, str | None, str | None]]:
@@ -202,9 +126,10 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def pause() -> None:
-    """Let the clock move on, so consecutive events get distinct (millisecond) times."""
-    time.sleep(0.03)
+def pause(env: RegistryEnv) -> None:
+    """Move the registry's clock on, so that consecutive events get distinct millisecond
+    times far enough apart to ask for the tag between two of them."""
+    env.clock.advance(0.03)
 
 
 # -- the default policy -------------------------------------------------------------------------
@@ -331,7 +256,7 @@ INVALID_POLICIES: list[tuple[bytes, str]] = [
     (json.dumps({"rules": [{"name": "a", "tags": [], "mode": "immutable"}]}).encode(), "tags"),
     (json.dumps({"rules": [{"name": "a", "tags": [""], "mode": "immutable"}]}).encode(), "tags"),
     (json.dumps({"rules": [{"name": "", "mode": "immutable"}]}).encode(), "name"),
-    (json.dumps({"rules": ["immutable"]}).encode(), "rule 1"),
+    (json.dumps({"rules": ["immutable"]}).encode(), "rules[0]: expected a table/object"),
     (json.dumps({"rules": {"name": "a", "mode": "immutable"}}).encode(), "list"),
     (b"{rules: [", "JSON"),
     (b"", "JSON"),
@@ -588,7 +513,7 @@ async def test_deleting_a_blob_an_immutable_tag_uses_is_denied(env: RegistryEnv)
     repository (base.MetadataStore.unlink_blob), directly or through an index."""
     client = env.client
     await install(client)
-    image = await push_image(client, "team/app", "v2.0.0", "blob-frozen")
+    image = await push_seeded(client, "team/app", "v2.0.0", "blob-frozen")
     layer = image.layers[0].digest
 
     resp = await client.delete(f"/v2/team/app/blobs/{layer}", headers={REQUEST_ID: "blob-1"})
@@ -602,7 +527,7 @@ async def test_deleting_a_blob_an_immutable_tag_uses_is_denied(env: RegistryEnv)
     assert [(e["action"], e["request_id"]) for e in events[:1]] == [("refused", "blob-1")]
 
     # The config blob too, when the tag is on an index listing the manifest.
-    loose = await push_image(client, "team/idx", "latest", "blob-indexed")
+    loose = await push_seeded(client, "team/idx", "latest", "blob-indexed")
     listing = oci_index([manifest_descriptor(loose.manifest, platform=platform("amd64"))])
     await push_manifest(client, "team/idx", "v3.0.0", listing, OCI_INDEX)
     resp = await client.delete(f"/v2/team/idx/blobs/{loose.config.digest}")
@@ -610,7 +535,7 @@ async def test_deleting_a_blob_an_immutable_tag_uses_is_denied(env: RegistryEnv)
     assert "team/idx:v3.0.0" in error["message"]
 
     # A mutable tag's image may lose a blob, as in every registry: the caller asked for it.
-    free = await push_image(client, "team/app", "today", "blob-free")
+    free = await push_seeded(client, "team/app", "today", "blob-free")
     resp = await client.delete(f"/v2/team/app/blobs/{free.layers[0].digest}")
     assert resp.status == 202, await resp.text()
     resp = await client.get(f"/v2/team/app/blobs/{free.layers[0].digest}")
@@ -625,17 +550,17 @@ async def test_history_lists_every_change_newest_first(env: RegistryEnv) -> None
     await install(client)
     start = time.time()
     first = await push(client, "team/app", "today", "hist-a", "req-create")
-    pause()
+    pause(env)
     second = await push(client, "team/app", "today", "hist-b", "req-move")
-    pause()
+    pause(env)
     resp = await client.delete("/v2/team/app/manifests/today", headers={REQUEST_ID: "req-delete"})
     assert resp.status == 202
     assert resp.headers[REQUEST_ID] == "req-delete"
-    pause()
+    pause(env)
     resp = await restore(client, "team/app", "today", first, "req-restore")
     assert resp.status == 200, await resp.text()
     assert resp.headers[REQUEST_ID] == "req-restore"
-    pause()
+    pause(env)
     frozen = {
         **POLICY,
         "rules": [{"name": "freeze-today", "tags": "today", "mode": "immutable"}, *POLICY["rules"]],
@@ -788,9 +713,9 @@ async def test_at_a_time(env: RegistryEnv) -> None:
     client = env.client
     await install(client)
     first = await push(client, "team/app", "today", "at-a")
-    pause()
+    pause(env)
     second = await push(client, "team/app", "today", "at-b")
-    pause()
+    pause(env)
     resp = await client.delete("/v2/team/app/manifests/today")
     assert resp.status == 202
     deleted, moved, created = await history(client, "team/app", "today")
@@ -826,7 +751,7 @@ async def test_at_a_time(env: RegistryEnv) -> None:
 async def test_at_accepts_iso_8601_and_unix_seconds(env: RegistryEnv) -> None:
     client = env.client
     first = await push(client, "team/app", "today", "fmt-a")
-    pause()
+    pause(env)
     await push(client, "team/app", "today", "fmt-b")
     moved, created = await history(client, "team/app", "today")
     between = (parse_time(created["time"]) + parse_time(moved["time"])) / 2
@@ -876,7 +801,7 @@ async def test_at_the_time_the_history_shows_for_a_change(env: RegistryEnv) -> N
     answers with that change (not the one before it)."""
     client = env.client
     await push(client, "team/app", "today", "shown-a")
-    pause()
+    pause(env)
     second = await push(client, "team/app", "today", "shown-b")
     moved = (await history(client, "team/app", "today"))[0]
     body = await tag_at(client, "team/app", "today", moved["time"])
@@ -1012,16 +937,16 @@ async def test_every_span_a_tag_pointed_at_a_digest(env: RegistryEnv) -> None:
     client = env.client
     await install(client)
     target = await push(client, "team/app", "today", "span-a")
-    pause()
+    pause(env)
     assert await push(client, "team/app", "v1.0.0", "span-a") == target
-    pause()
+    pause(env)
     assert await push(client, "other/app", "latest", "span-a") == target
-    pause()
+    pause(env)
     await push(client, "team/app", "today", "span-b")
-    pause()
+    pause(env)
     resp = await client.delete("/v2/other/app/manifests/latest")
     assert resp.status == 202
-    pause()
+    pause(env)
     resp = await restore(client, "team/app", "today", target)
     assert resp.status == 200
     # A refusal is no span.
@@ -1085,7 +1010,7 @@ async def secured(make_env: MakeEnv, tmp_path: Path) -> RegistryEnv:
             for user, pw in PASSWORDS.items()
         )
     )
-    return await make_env(auth_htpasswd=htpasswd, auth_admins=["admin"])
+    return await make_env(auth={"htpasswd": htpasswd, "admins": ["admin"]})
 
 
 async def test_only_admins_change_the_policy(secured: RegistryEnv) -> None:

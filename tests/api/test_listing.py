@@ -8,16 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.api.helpers import (
-    Client,
-    assert_error,
-    catalog,
-    config_blob,
-    oci_manifest,
-    push_blob,
-    push_manifest,
-    tags,
-)
+from tests.support.app import Client, assert_error, catalog, push_blob, push_manifest, tags
+from tests.support.images import config_blob, oci_manifest
 
 NAME = "lists/app"
 TAGS = ["v1", "latest", "A", "v10", "1.0", "_x", "Z-9", "v2", "a.b"]

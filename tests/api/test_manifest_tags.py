@@ -14,17 +14,17 @@ from aiohttp import ClientResponse
 
 from moorage.api.v2.manifests import OCI_TAG_LINE, oci_tag_lines
 from moorage.registry.service import MAX_PUSH_TAGS
-from tests.api.conftest import RegistryEnv
-from tests.api.helpers import (
-    EMPTY_CONFIG,
-    OCI_MANIFEST,
+from tests.support.app import (
     Client,
+    RegistryEnv,
     assert_error,
-    digest_of,
-    oci_manifest,
+    history,
+    install,
+    prepare,
     push_blob,
+    tag_digest,
 )
-from tests.api.test_extension import history, install, prepare, tag_digest
+from tests.support.images import EMPTY_CONFIG, OCI_MANIFEST, digest_of, oci_manifest
 from tests.support.server import RunningRegistry
 
 NAME = "team/app"

@@ -6,10 +6,21 @@ import json
 
 import pytest
 
-from tests.api.conftest import MakeEnv
-from tests.api.helpers import (
+from tests.support.app import (
+    Client,
+    MakeEnv,
+    as_body,
+    assert_error,
+    get_manifest,
+    push_blob,
+    push_manifest,
+    push_seeded,
+    stream,
+    tags,
+)
+from tests.support.images import (
     DOCKER_CONFIG,
-    DOCKER_LAYER,
+    DOCKER_LAYER_GZIP,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     DOCKER_SCHEMA1_SIGNED,
@@ -17,26 +28,17 @@ from tests.api.helpers import (
     OCI_INDEX,
     OCI_MANIFEST,
     Blob,
-    Client,
     Image,
-    as_body,
-    assert_error,
     config_blob,
     digest_of,
     docker_manifest,
     docker_manifest_list,
     dumps,
-    get_manifest,
     layer_blob,
     manifest_descriptor,
     oci_index,
     oci_manifest,
     platform,
-    push_blob,
-    push_image,
-    push_manifest,
-    stream,
-    tags,
 )
 
 NAME = "org/manifests"
@@ -49,7 +51,7 @@ async def push_blobs(client: Client, name: str, *blobs: Blob) -> None:
 
 
 async def test_oci_manifest_by_tag_and_digest(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "oci")
+    image = await push_seeded(client, NAME, "v1", "oci")
     for reference in ("v1", image.digest):
         resp, body = await get_manifest(client, NAME, reference)
         assert resp.status == 200
@@ -90,8 +92,8 @@ async def test_bytes_are_stored_exactly(client: Client) -> None:
 
 
 async def test_oci_index(client: Client) -> None:
-    amd = await push_image(client, NAME, "amd64", "amd")
-    arm = await push_image(client, NAME, "arm64", "arm")
+    amd = await push_seeded(client, NAME, "amd64", "amd")
+    arm = await push_seeded(client, NAME, "arm64", "arm")
     index = oci_index(
         [
             manifest_descriptor(amd.manifest, platform=platform("amd64")),
@@ -109,7 +111,7 @@ async def test_oci_index(client: Client) -> None:
 
 async def test_docker_manifest_and_manifest_list(client: Client) -> None:
     config = config_blob("docker", DOCKER_CONFIG)
-    layer = layer_blob("docker", media_type=DOCKER_LAYER)
+    layer = layer_blob("docker", media_type=DOCKER_LAYER_GZIP)
     await push_blobs(client, NAME, config, layer)
     manifest = docker_manifest(config, [layer])
     await push_manifest(client, NAME, "docker", manifest, DOCKER_MANIFEST)
@@ -126,7 +128,7 @@ async def test_docker_manifest_and_manifest_list(client: Client) -> None:
 
 
 async def test_artifact_with_subject_gets_oci_subject_header(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "subject")
+    image = await push_seeded(client, NAME, "v1", "subject")
     await push_blob(client, NAME, EMPTY_CONFIG)
     payload = Blob(b"signature bytes", "application/vnd.example.signature.v1")
     await push_blob(client, NAME, payload)
@@ -151,7 +153,7 @@ async def test_subject_may_be_pushed_after_its_referrer(client: Client) -> None:
 
 
 async def test_index_with_subject_gets_oci_subject_header(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "index-subject")
+    image = await push_seeded(client, NAME, "v1", "index-subject")
     index = oci_index(
         [manifest_descriptor(image.manifest)],
         artifact_type="application/vnd.example.bundle",
@@ -170,7 +172,7 @@ async def test_no_oci_subject_without_subject(client: Client) -> None:
 
 @pytest.fixture
 async def oci_image(client: Client) -> Image:
-    return await push_image(client, NAME, "v1", "accept")
+    return await push_seeded(client, NAME, "v1", "accept")
 
 
 @pytest.mark.parametrize(
@@ -266,7 +268,7 @@ async def test_blob_in_another_repository_does_not_count(client: Client) -> None
 
 
 async def test_missing_child_manifest_is_manifest_blob_unknown(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "child")
+    image = await push_seeded(client, NAME, "v1", "child")
     index = oci_index(
         [manifest_descriptor(image.manifest), manifest_descriptor(b'{"schemaVersion": 2}')]
     )
@@ -349,7 +351,7 @@ async def test_manifest_over_4_mib_is_413(client: Client) -> None:
 
 
 async def test_manifest_limit_is_configurable(make_env: MakeEnv) -> None:
-    env = await make_env(manifests_max_size=2048)
+    env = await make_env(manifests={"max_size": 2048})
     config = config_blob("limit")
     await push_blob(env.client, NAME, config)
     await push_manifest(env.client, NAME, "ok", padded_manifest(config, 2048))
@@ -376,8 +378,8 @@ async def test_streamed_manifest_within_the_limit(client: Client) -> None:
 
 
 async def test_retag_moves_the_tag(client: Client) -> None:
-    first = await push_image(client, NAME, "latest", "first")
-    second = await push_image(client, NAME, "latest", "second")
+    first = await push_seeded(client, NAME, "latest", "first")
+    second = await push_seeded(client, NAME, "latest", "second")
     resp, body = await get_manifest(client, NAME, "latest")
     assert body == second.manifest
     resp, body = await get_manifest(client, NAME, first.digest)
@@ -385,7 +387,7 @@ async def test_retag_moves_the_tag(client: Client) -> None:
 
 
 async def test_delete_by_tag(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "deltag")
+    image = await push_seeded(client, NAME, "v1", "deltag")
     await push_manifest(client, NAME, "v2", image.manifest)
     resp = await client.delete(f"/v2/{NAME}/manifests/v1")
     assert resp.status == 202
@@ -401,7 +403,7 @@ async def test_delete_by_tag(client: Client) -> None:
 
 
 async def test_delete_by_digest_removes_its_tags(client: Client) -> None:
-    image = await push_image(client, NAME, "v1", "deldigest")
+    image = await push_seeded(client, NAME, "v1", "deldigest")
     await push_manifest(client, NAME, "also", image.manifest)
     resp = await client.delete(f"/v2/{NAME}/manifests/{image.digest}")
     assert resp.status == 202
@@ -416,8 +418,8 @@ async def test_delete_by_digest_removes_its_tags(client: Client) -> None:
 
 
 async def test_delete_disabled(make_env: MakeEnv) -> None:
-    env = await make_env(delete_enabled=False)
-    image = await push_image(env.client, NAME, "v1", "nodelete")
+    env = await make_env(delete={"enabled": False})
+    image = await push_seeded(env.client, NAME, "v1", "nodelete")
     resp = await env.client.delete(f"/v2/{NAME}/manifests/v1")
     await assert_error(resp, 405, "UNSUPPORTED")
     resp = await env.client.delete(f"/v2/{NAME}/manifests/{image.digest}")
@@ -427,7 +429,7 @@ async def test_delete_disabled(make_env: MakeEnv) -> None:
 
 
 async def test_unknown_manifest_and_unknown_repository(client: Client) -> None:
-    await push_image(client, NAME, "v1", "exists")
+    await push_seeded(client, NAME, "v1", "exists")
     resp, _ = await get_manifest(client, NAME, "nope")
     await assert_error(resp, 404, "MANIFEST_UNKNOWN")
     resp, _ = await get_manifest(client, NAME, digest_of(b"nope"))

@@ -6,22 +6,19 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import (
+from tests.support.app import Client, assert_error, push_blob, push_manifest, push_seeded
+from tests.support.images import (
     EMPTY_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     Blob,
-    Client,
     Image,
-    assert_error,
+    artifact_of,
     config_blob,
     digest_of,
     manifest_descriptor,
     oci_index,
     oci_manifest,
-    push_blob,
-    push_image,
-    push_manifest,
 )
 
 NAME = "refs/app"
@@ -31,7 +28,7 @@ SIGNATURE = "application/vnd.example.signature.v1"
 
 @pytest.fixture
 async def subject(client: Client) -> Image:
-    image = await push_image(client, NAME, "v1", "subject")
+    image = await push_seeded(client, NAME, "v1", "subject")
     await push_blob(client, NAME, EMPTY_CONFIG)
     return image
 
@@ -46,18 +43,11 @@ async def push_artifact(
     annotations: dict[str, str] | None = None,
     name: str = NAME,
 ) -> bytes:
-    layer = Blob(content, "application/octet-stream")
-    await push_blob(client, name, layer)
-    manifest = oci_manifest(
-        config,
-        [layer],
-        artifact_type=artifact_type,
-        subject=manifest_descriptor(subject.manifest),
-        annotations=annotations,
-    )
-    resp = await push_manifest(client, name, digest_of(manifest), manifest)
+    artifact = artifact_of(subject, artifact_type, content, config=config, annotations=annotations)
+    await push_blob(client, name, artifact.layers[0])
+    resp = await push_manifest(client, name, artifact.digest, artifact.manifest)
     assert resp.headers["OCI-Subject"] == subject.digest
-    return manifest
+    return artifact.manifest
 
 
 async def referrers(

@@ -9,15 +9,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.api.conftest import MakeEnv, RegistryEnv
-from tests.api.helpers import (
-    Blob,
+from tests.support.app import (
     Client,
+    MakeEnv,
+    RegistryEnv,
     assert_error,
-    config_blob,
-    digest_of,
-    layer_blob,
-    oci_manifest,
     patch_chunk,
     push_blob,
     push_blob_chunked,
@@ -27,6 +23,8 @@ from tests.api.helpers import (
     stream,
     with_query,
 )
+from tests.support.images import Blob, config_blob, digest_of, layer_blob, oci_manifest
+from tests.support.waiting import wait_until_async
 
 NAME = "team/uploads"
 DATA = layer_blob("upload", 30_000)
@@ -257,7 +255,7 @@ async def test_mount_from_a_repository_without_the_blob_is_202(client: Client) -
 
 
 async def test_automatic_mount_can_be_disabled(make_env: MakeEnv) -> None:
-    env = await make_env(mount_automatic=False)
+    env = await make_env(mount={"automatic": False})
     await push_blob(env.client, "team/source", DATA)
     resp = await env.client.post(f"/v2/{NAME}/blobs/uploads/?mount={DATA.digest}", data=b"")
     assert resp.status == 202
@@ -354,11 +352,11 @@ async def test_sha512_manifest(client: Client) -> None:
 def expire(env: RegistryEnv, seconds: float) -> None:
     """Move the upload service's clock ``seconds`` into the future."""
     real = time.time
-    env.registry.uploads.clock = lambda: real() + seconds
+    env.registry.uploads.sessions.clock = lambda: real() + seconds
 
 
 async def test_stale_session_is_unknown(make_env: MakeEnv) -> None:
-    env = await make_env(uploads_ttl=60.0)
+    env = await make_env(uploads={"ttl": 60.0})
     client = env.client
     location = await start_upload(client, NAME)
     await patch_chunk(client, location, DATA.data[:1000], 0)
@@ -378,14 +376,14 @@ async def test_stale_session_is_unknown(make_env: MakeEnv) -> None:
 
 @pytest.mark.parametrize("driver", ["filesystem", "memory"])
 async def test_purge_removes_expired_sessions_only(make_env: MakeEnv, driver: str) -> None:
-    env = await make_env(driver, uploads_ttl=60.0)
+    env = await make_env(driver, uploads={"ttl": 60.0})
     client = env.client
     old = await start_upload(client, NAME)
     await patch_chunk(client, old, DATA.data[:1000], 0)
     expire(env, 3600)
     fresh = await start_upload(client, NAME)
     assert await env.registry.uploads.purge_expired() == 1
-    env.registry.uploads.clock = time.time
+    env.registry.uploads.sessions.clock = time.time
     resp = await client.get(old)
     await assert_error(resp, 404, "BLOB_UPLOAD_UNKNOWN")
     old_id = old.rsplit("/", 1)[1]
@@ -397,9 +395,9 @@ async def test_purge_removes_expired_sessions_only(make_env: MakeEnv, driver: st
 
 
 async def test_tiny_ttl_expires_sessions(make_env: MakeEnv) -> None:
-    env = await make_env(uploads_ttl=0.001)
+    env = await make_env(uploads={"ttl": 0.001})
     location = await start_upload(env.client, NAME)
-    await asyncio.sleep(0.01)
+    expire(env, 0.01)
     resp = await env.client.get(location)
     await assert_error(resp, 404, "BLOB_UPLOAD_UNKNOWN")
 
@@ -426,9 +424,11 @@ async def test_empty_blob_upload(client: Client) -> None:
     assert await blob_bytes(client, NAME, digest_of(b"")) == b""
 
 
-async def test_concurrent_writes_to_one_session(client: Client) -> None:
+async def test_concurrent_writes_to_one_session(env: RegistryEnv) -> None:
     """While one request streams into a session, another gets 416 and nothing mixes."""
+    client = env.client
     location = await start_upload(client, NAME)
+    upload_id = location.rsplit("/", 1)[1]
     release = asyncio.Event()
 
     async def slow_body() -> AsyncIterator[bytes]:
@@ -436,12 +436,13 @@ async def test_concurrent_writes_to_one_session(client: Client) -> None:
         await release.wait()
         yield DATA.data[1000:2000]
 
+    async def streaming() -> bool:
+        upload = await env.registry.meta.get_upload(upload_id, NAME)
+        return upload is not None and upload.lease_until > 0
+
     first = asyncio.create_task(client.patch(location, data=slow_body()))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        resp = await patch_chunk(client, location, b"intruder", 0)
-        if resp.status == 416:
-            break
+    await wait_until_async(streaming, "the first PATCH to take the upload's lease")
+    resp = await patch_chunk(client, location, b"intruder", 0)
     await assert_error(resp, 416, "BLOB_UPLOAD_INVALID")
     release.set()
     resp = await first

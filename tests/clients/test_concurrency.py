@@ -94,16 +94,16 @@ def test_concurrent_pushes_of_one_image_to_one_tag(
         finish(process)
 
     skopeo_digests = {path.read_text().strip() for path in digest_files}
-    assert skopeo_digests == {image.manifest_digest}
+    assert skopeo_digests == {image.digest}
     pushed_by_podman = podman_digest.read_text().strip()
 
     # The tag names exactly one of the pushed manifests, complete and intact.
     assert http.tags(repo) == ["shared"]
     tagged = http.check_image(repo, "shared")
-    assert tagged.digest in {image.manifest_digest, pushed_by_podman}
+    assert tagged.digest in {image.digest, pushed_by_podman}
     assert tagged.json["config"]["digest"] == image.config_digest
     # Both pushes left complete images behind (by digest).
-    assert http.check_image(repo, image.manifest_digest).payload == image.manifest_bytes
+    assert http.check_image(repo, image.digest).payload == image.manifest
     assert http.check_image(repo, pushed_by_podman).json["config"]["digest"] == image.config_digest
     for digest in image.blob_digests:
         assert http.blob(repo, digest) == layout.read_blob(digest)
@@ -125,12 +125,12 @@ def test_pulls_while_the_tag_is_repushed(
     images: every pull yields one complete, valid image that is one of the two."""
     first_layout, first = new_image(tmp_path / "a", "a", layer_sizes=(1_000_000, 200_000))
     second_layout, second = new_image(tmp_path / "b", "b", layer_sizes=(600_000, 600_000))
-    images: dict[str, Image] = {first.manifest_digest: first, second.manifest_digest: second}
+    images: dict[str, Image] = {first.digest: first, second.digest: second}
     target = f"docker://{registry.address}/{repo}:moving"
     sources = [first_layout.ref("a"), second_layout.ref("b")]
     for source in sources:
         clients.skopeo("copy", "--dest-tls-verify=false", source, target)
-    assert http.manifest(repo, "moving").digest == second.manifest_digest
+    assert http.manifest(repo, "moving").digest == second.digest
 
     stop = threading.Event()
     pushes = 0
@@ -153,7 +153,7 @@ def test_pulls_while_the_tag_is_repushed(
             assert digest in images, f"pull {number}/{round_} got unknown manifest {digest}"
             image = images[digest]
             manifest = check_layout_image(out, digest)
-            assert out.read_blob(digest) == image.manifest_bytes
+            assert out.read_blob(digest) == image.manifest
             assert manifest["config"]["digest"] == image.config_digest
             assert [layer["digest"] for layer in manifest["layers"]] == image.layer_digests
             assert layout_blob_digests(out) == {digest, *image.blob_digests}

@@ -16,9 +16,9 @@ from tests.support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
     OciLayout,
+    multiarch_image,
     new_image,
     open_layout,
-    write_multiarch,
 )
 from tests.support.server import RunningRegistry
 
@@ -42,8 +42,8 @@ def test_pull_image(
 
     ctrd.ctr("images", "pull", "--plain-http", "--snapshotter", "native", reference)
     target = ctrd.image_target(reference)
-    assert target == {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest}
-    assert_content_matches(ctrd, layout, [image.manifest_digest, *image.blob_digests])
+    assert target == {"mediaType": OCI_MANIFEST, "digest": image.digest}
+    assert_content_matches(ctrd, layout, [image.digest, *image.blob_digests])
     check = ctrd.ctr("images", "check", f"name=={reference}").stdout
     assert "complete" in check, check
     # Unpacked into the native snapshotter: one committed snapshot per layer.
@@ -51,7 +51,7 @@ def test_pull_image(
     assert len(snapshots.strip().splitlines()) - 1 == len(image.layers), snapshots
 
     # By digest, in another namespace (its own view of the content store).
-    pinned = f"{registry.address}/{repo}@{image.manifest_digest}"
+    pinned = f"{registry.address}/{repo}@{image.digest}"
     ctrd.ctr("--namespace", "by-digest", "images", "pull", "--plain-http", pinned)
     listed = ctrd.ctr("--namespace", "by-digest", "images", "ls", "--quiet").stdout.split()
     assert listed == [pinned]
@@ -63,17 +63,17 @@ def test_pull_multiarch(
     """``--all-platforms`` fetches the index and both images; ``--platform`` fetches the index
     and only the chosen platform's blobs."""
     layout = open_layout(tmp_path / "src")
-    multi = write_multiarch(layout, "multi", layer_sizes=(150_000, 150_000))
+    multi = layout.add(multiarch_image(layer_sizes=(150_000, 150_000)), "multi")
     reference = f"{registry.address}/{repo}:multi"
     clients.skopeo(
         "copy", "--all", "--dest-tls-verify=false", layout.ref("multi"), f"docker://{reference}"
     )
 
     ctrd.ctr("images", "pull", "--plain-http", "--all-platforms", reference)
-    assert ctrd.image_target(reference) == {"mediaType": OCI_INDEX, "digest": multi.index_digest}
-    everything = [multi.index_digest]
-    for image in multi.images:
-        everything += [image.manifest_digest, *image.blob_digests]
+    assert ctrd.image_target(reference) == {"mediaType": OCI_INDEX, "digest": multi.digest}
+    everything = [multi.digest]
+    for image in multi.children:
+        everything += [image.digest, *image.blob_digests]
     assert_content_matches(ctrd, layout, everything)
     assert set(everything) <= ctrd.content_digests()
 
@@ -90,5 +90,5 @@ def test_pull_multiarch(
         reference,
     )
     arm_content = set(ctrd.ctr("--namespace", "arm", "content", "ls", "--quiet").stdout.split())
-    assert {multi.index_digest, arm64.manifest_digest, *arm64.blob_digests} <= arm_content
+    assert {multi.digest, arm64.digest, *arm64.blob_digests} <= arm_content
     assert not set(amd64.layer_digests) & arm_content

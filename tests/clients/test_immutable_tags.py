@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.clients import Clients, RegistryHttp
 from tests.support.http import request
-from tests.support.images import open_layout, write_image
+from tests.support.images import open_layout, random_image
 from tests.support.server import RunningRegistry
 
 pytestmark = pytest.mark.clients
@@ -77,8 +77,8 @@ def test_skopeo_copy_to_an_immutable_tag(
     clients: Clients, frozen: RunningRegistry, http: RegistryHttp, name: str, tmp_path: Path
 ) -> None:
     layout = open_layout(tmp_path / "src")
-    one = write_image(layout, "one", layer_sizes=(60_000,))
-    two = write_image(layout, "two", layer_sizes=(60_000,))
+    one = layout.add(random_image(layer_sizes=(60_000,)), "one")
+    two = layout.add(random_image(layer_sizes=(60_000,)), "two")
     digest_file = tmp_path / "pushed.digest"
     clients.skopeo(
         "copy",
@@ -89,7 +89,7 @@ def test_skopeo_copy_to_an_immutable_tag(
         ref(frozen, name, "v1.0"),
     )
     held = digest_file.read_text().strip()
-    assert held == one.manifest_digest
+    assert held == one.digest
 
     result = clients.skopeo(
         "copy", "--dest-tls-verify=false", layout.ref("two"), ref(frozen, name, "v1.0"), check=False
@@ -97,7 +97,7 @@ def test_skopeo_copy_to_an_immutable_tag(
     output = assert_refused(result, f"{name}:v1.0", held, f"rule '{RULE}'")
     assert "immutable" in output
     assert http.manifest(name, "v1.0").digest == held
-    assert http.manifest_status(name, two.manifest_digest) == 404
+    assert http.manifest_status(name, two.digest) == 404
 
     # The same image again is fine; so are a new immutable tag and a mutable one.
     clients.skopeo("copy", "--dest-tls-verify=false", layout.ref("one"), ref(frozen, name, "v1.0"))
@@ -107,16 +107,16 @@ def test_skopeo_copy_to_an_immutable_tag(
             "copy", "--dest-tls-verify=false", layout.ref(source), ref(frozen, name, "latest")
         )
     assert http.manifest(name, "v1.0").digest == held
-    assert http.manifest(name, "v1.1").digest == two.manifest_digest
-    assert http.manifest(name, "latest").digest == two.manifest_digest
+    assert http.manifest(name, "v1.1").digest == two.digest
+    assert http.manifest(name, "latest").digest == two.digest
 
 
 def test_podman_push_to_an_immutable_tag(
     clients: Clients, frozen: RunningRegistry, http: RegistryHttp, name: str, tmp_path: Path
 ) -> None:
     layout = open_layout(tmp_path / "src")
-    write_image(layout, "one", layer_sizes=(60_000,))
-    write_image(layout, "two", layer_sizes=(60_000,))
+    layout.add(random_image(layer_sizes=(60_000,)), "one")
+    layout.add(random_image(layer_sizes=(60_000,)), "two")
     first = clients.podman("pull", "--quiet", layout.ref("one")).stdout.strip()
     second = clients.podman("pull", "--quiet", layout.ref("two")).stdout.strip()
     target = ref(frozen, name, "v2.0")
@@ -140,19 +140,19 @@ def test_skopeo_delete_of_an_immutable_tag(
     clients: Clients, frozen: RunningRegistry, http: RegistryHttp, name: str, tmp_path: Path
 ) -> None:
     layout = open_layout(tmp_path / "src")
-    one = write_image(layout, "one", layer_sizes=(60_000,))
-    write_image(layout, "two", layer_sizes=(60_000,))
+    one = layout.add(random_image(layer_sizes=(60_000,)), "one")
+    layout.add(random_image(layer_sizes=(60_000,)), "two")
     clients.skopeo("copy", "--dest-tls-verify=false", layout.ref("one"), ref(frozen, name, "v3"))
     clients.skopeo(
         "copy", "--dest-tls-verify=false", layout.ref("two"), ref(frozen, name, "latest")
     )
 
     result = clients.skopeo("delete", "--tls-verify=false", ref(frozen, name, "v3"), check=False)
-    assert_refused(result, f"{name}:v3", one.manifest_digest, f"rule '{RULE}'")
+    assert_refused(result, f"{name}:v3", one.digest, f"rule '{RULE}'")
     stored = http.check_image(name, "v3")
-    assert stored.digest == one.manifest_digest
+    assert stored.digest == one.digest
 
     # A mutable tag (and its manifest) can still be deleted.
     clients.skopeo("delete", "--tls-verify=false", ref(frozen, name, "latest"))
     assert http.manifest_status(name, "latest") == 404
-    assert http.manifest(name, "v3").digest == one.manifest_digest
+    assert http.manifest(name, "v3").digest == one.digest

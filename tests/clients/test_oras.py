@@ -62,9 +62,9 @@ def test_artifact_with_subject_and_referrers(
         f"docker://{registry.address}/{repo}:v1",
     )
     subject_manifest = http.manifest(repo, "v1")
-    assert subject_manifest.digest == image.manifest_digest
+    assert subject_manifest.digest == image.digest
     subject = oras.oci.Subject(
-        mediaType=OCI_MANIFEST, digest=image.manifest_digest, size=len(image.manifest_bytes)
+        mediaType=OCI_MANIFEST, digest=image.digest, size=len(image.manifest)
     )
 
     client = oras.client.OrasClient(hostname=registry.address, insecure=True)
@@ -87,7 +87,7 @@ def test_artifact_with_subject_and_referrers(
     )
     assert response.status_code == 201
     sbom_digest = response.headers["Docker-Content-Digest"]
-    assert response.headers.get("OCI-Subject") == image.manifest_digest
+    assert response.headers.get("OCI-Subject") == image.digest
     response = push_artifact(
         client,
         f"{registry.address}/{repo}:signature",
@@ -102,13 +102,13 @@ def test_artifact_with_subject_and_referrers(
     stored = http.manifest(repo, sbom_digest).json
     assert stored["subject"] == {
         "mediaType": OCI_MANIFEST,
-        "digest": image.manifest_digest,
-        "size": len(image.manifest_bytes),
+        "digest": image.digest,
+        "size": len(image.manifest),
     }
     assert stored["config"]["mediaType"] == SBOM_TYPE
 
     # Referrers: both artifacts, with their artifact types and annotations.
-    referrers = http.referrers(repo, image.manifest_digest)
+    referrers = http.referrers(repo, image.digest)
     assert referrers.status == 200
     assert referrers.headers["Content-Type"].startswith(OCI_INDEX)
     body = referrers.json()
@@ -123,7 +123,7 @@ def test_artifact_with_subject_and_referrers(
     assert by_digest[sbom_digest]["size"] == len(http.manifest(repo, sbom_digest).payload)
     assert by_digest[signature_digest]["artifactType"] == SIGNATURE_TYPE
 
-    filtered = http.referrers(repo, image.manifest_digest, SIGNATURE_TYPE)
+    filtered = http.referrers(repo, image.digest, SIGNATURE_TYPE)
     assert filtered.headers.get("OCI-Filters-Applied") == "artifactType"
     filtered_manifests = filtered.json()["manifests"]
     assert isinstance(filtered_manifests, list)
@@ -143,4 +143,4 @@ def test_artifact_with_subject_and_referrers(
     assert client.get_tags(f"{registry.address}/{repo}") == sorted(["v1", "sbom", "signature"])
 
     # The subject image itself is unchanged.
-    assert http.manifest(repo, "v1").payload == image.manifest_bytes
+    assert http.manifest(repo, "v1").payload == image.manifest

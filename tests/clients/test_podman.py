@@ -62,7 +62,7 @@ def test_push_and_pull(
     rootfs = info["RootFS"]
     assert isinstance(rootfs, dict)
     assert rootfs["Layers"] == [layer.diff_id for layer in image.layers]
-    assert info["Labels"] == image.config["config"]["Labels"]
+    assert info["Labels"] == image.config_json["config"]["Labels"]
 
     # And by digest.
     by_digest = fresh.podman(

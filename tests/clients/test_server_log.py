@@ -26,6 +26,6 @@ def test_push_and_pull_log_no_errors(
     clients.skopeo("copy", "--dest-tls-verify=false", layout.ref("v1"), target)
     out = open_layout(tmp_path / "out")
     clients.skopeo("copy", "--src-tls-verify=false", target, out.ref("v1"))
-    check_layout_image(out, image.manifest_digest)
+    check_layout_image(out, image.digest)
     logs = fresh_moorage.logs()
     assert "Traceback" not in logs and "Unhandled exception" not in logs, logs[-4000:]

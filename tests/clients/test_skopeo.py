@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clients import Clients, RegistryHttp, expect_failure
+from tests.support.clients import Clients, RegistryHttp, docker_ref, expect_failure
 from tests.support.images import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -16,21 +16,15 @@ from tests.support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
     check_layout_image,
-    docker_v2s2_manifest,
     layout_blob_digests,
+    multiarch_image,
     new_image,
     open_layout,
-    write_image,
-    write_multiarch,
+    random_image,
 )
 from tests.support.server import RunningRegistry
 
 pytestmark = pytest.mark.clients
-
-
-def docker_ref(registry: RunningRegistry, repo: str, ref: str) -> str:
-    separator = "@" if ref.startswith("sha256:") else ":"
-    return f"docker://{registry.address}/{repo}{separator}{ref}"
 
 
 def test_copy_in_inspect_and_copy_out(
@@ -48,35 +42,35 @@ def test_copy_in_inspect_and_copy_out(
         layout.ref("v1"),
         docker_ref(registry, repo, "v1"),
     )
-    assert digest_file.read_text().strip() == image.manifest_digest
+    assert digest_file.read_text().strip() == image.digest
 
     inspected = clients.skopeo_inspect(docker_ref(registry, repo, "v1"), "--tls-verify=false")
-    assert inspected["Digest"] == image.manifest_digest
+    assert inspected["Digest"] == image.digest
     assert inspected["Layers"] == image.layer_digests
     assert inspected["Architecture"] == "amd64"
     assert inspected["Os"] == "linux"
-    assert inspected["Labels"] == image.config["config"]["Labels"]
+    assert inspected["Labels"] == image.config_json["config"]["Labels"]
     raw = clients.skopeo(
         "inspect", "--raw", "--tls-verify=false", docker_ref(registry, repo, "v1")
     ).stdout
-    assert raw.encode() == image.manifest_bytes
+    assert raw.encode() == image.manifest
     config = clients.skopeo(
         "inspect", "--config", "--raw", "--tls-verify=false", docker_ref(registry, repo, "v1")
     ).stdout
     assert config.encode() == layout.read_blob(image.config_digest)
 
     stored = http.check_image(repo, "v1")
-    assert stored.digest == image.manifest_digest
+    assert stored.digest == image.digest
     assert stored.media_type == OCI_MANIFEST
-    assert stored.payload == image.manifest_bytes
+    assert stored.payload == image.manifest
 
     out = open_layout(tmp_path / "out")
     clients.skopeo(
         "copy", "--src-tls-verify=false", docker_ref(registry, repo, "v1"), out.ref("copy")
     )
-    assert out.tagged("copy")["digest"] == image.manifest_digest
-    check_layout_image(out, image.manifest_digest)
-    assert layout_blob_digests(out) == {image.manifest_digest, *image.blob_digests}
+    assert out.tagged("copy")["digest"] == image.digest
+    check_layout_image(out, image.digest)
+    assert layout_blob_digests(out) == {image.digest, *image.blob_digests}
     for digest in image.blob_digests:
         assert out.read_blob(digest) == layout.read_blob(digest), digest
 
@@ -85,11 +79,11 @@ def test_copy_in_inspect_and_copy_out(
     clients.skopeo(
         "copy",
         "--src-tls-verify=false",
-        docker_ref(registry, repo, image.manifest_digest),
+        docker_ref(registry, repo, image.digest),
         by_digest.ref("pinned"),
     )
-    assert by_digest.tagged("pinned")["digest"] == image.manifest_digest
-    check_layout_image(by_digest, image.manifest_digest)
+    assert by_digest.tagged("pinned")["digest"] == image.digest
+    check_layout_image(by_digest, image.digest)
 
 
 def test_multiarch_copy_all_in(
@@ -97,7 +91,7 @@ def test_multiarch_copy_all_in(
 ) -> None:
     """``copy --all`` of an image index stores the index and both platform images verbatim."""
     layout = open_layout(tmp_path / "src")
-    multi = write_multiarch(layout, "multi", layer_sizes=(200_000, 100_000))
+    multi = layout.add(multiarch_image(layer_sizes=(200_000, 100_000)), "multi")
     clients.skopeo(
         "copy",
         "--all",
@@ -106,20 +100,20 @@ def test_multiarch_copy_all_in(
         docker_ref(registry, repo, "m"),
     )
     stored = http.manifest(repo, "m")
-    assert stored.digest == multi.index_digest
+    assert stored.digest == multi.digest
     assert stored.media_type == OCI_INDEX
-    assert stored.payload == multi.index_bytes
+    assert stored.payload == multi.manifest
     platforms = {
         f"{d['platform']['os']}/{d['platform']['architecture']}": d["digest"]
         for d in stored.json["manifests"]
     }
     assert platforms == {
-        "linux/amd64": multi.for_platform("linux/amd64").manifest_digest,
-        "linux/arm64": multi.for_platform("linux/arm64").manifest_digest,
+        "linux/amd64": multi.for_platform("linux/amd64").digest,
+        "linux/arm64": multi.for_platform("linux/arm64").digest,
     }
-    for image in multi.images:
-        child = http.check_image(repo, image.manifest_digest)
-        assert child.payload == image.manifest_bytes
+    for image in multi.children:
+        child = http.check_image(repo, image.digest)
+        assert child.payload == image.manifest
         for digest in image.blob_digests:
             assert http.blob(repo, digest) == layout.read_blob(digest)
 
@@ -129,7 +123,7 @@ def test_multiarch_copy_all_out(
 ) -> None:
     """``copy --all`` out of the registry keeps the index digest and both platforms."""
     layout = open_layout(tmp_path / "src")
-    multi = write_multiarch(layout, "multi", layer_sizes=(200_000, 100_000))
+    multi = layout.add(multiarch_image(layer_sizes=(200_000, 100_000)), "multi")
     clients.skopeo(
         "copy",
         "--all",
@@ -138,16 +132,16 @@ def test_multiarch_copy_all_out(
         docker_ref(registry, repo, "m"),
     )
     raw = clients.skopeo("inspect", "--raw", "--tls-verify=false", docker_ref(registry, repo, "m"))
-    assert raw.stdout.encode() == multi.index_bytes
+    assert raw.stdout.encode() == multi.manifest
 
     out = open_layout(tmp_path / "out")
     clients.skopeo(
         "copy", "--all", "--src-tls-verify=false", docker_ref(registry, repo, "m"), out.ref("m")
     )
-    assert out.tagged("m")["digest"] == multi.index_digest
-    assert out.read_blob(multi.index_digest) == multi.index_bytes
-    for image in multi.images:
-        check_layout_image(out, image.manifest_digest)
+    assert out.tagged("m")["digest"] == multi.digest
+    assert out.read_blob(multi.digest) == multi.manifest
+    for image in multi.children:
+        check_layout_image(out, image.digest)
         for digest in image.blob_digests:
             assert out.read_blob(digest) == layout.read_blob(digest)
 
@@ -162,8 +156,8 @@ def test_multiarch_copy_all_out(
         arm.ref("arm"),
     )
     arm64 = multi.for_platform("linux/arm64")
-    assert arm.tagged("arm")["digest"] == arm64.manifest_digest
-    assert layout_blob_digests(arm) == {arm64.manifest_digest, *arm64.blob_digests}
+    assert arm.tagged("arm")["digest"] == arm64.digest
+    assert layout_blob_digests(arm) == {arm64.digest, *arm64.blob_digests}
 
 
 def test_docker_v2s2_push(
@@ -190,7 +184,7 @@ def test_docker_v2s2_push(
     assert body["mediaType"] == DOCKER_MANIFEST
     assert body["config"]["mediaType"] == DOCKER_CONFIG
     assert {layer["mediaType"] for layer in body["layers"]} == {DOCKER_LAYER_GZIP}
-    assert body == docker_v2s2_manifest(image)
+    assert body == image.as_docker().json
     assert http.blob(repo, image.config_digest) == layout.read_blob(image.config_digest)
 
     # A client that asks only for OCI manifests must not be handed the Docker one.
@@ -227,8 +221,8 @@ def test_list_tags_and_delete(
     """list-tags shows every pushed tag; ``skopeo delete`` removes the manifest (by digest)
     and its tag, and leaves other tags and their images alone."""
     layout = open_layout(tmp_path / "src")
-    first = write_image(layout, "first", layer_sizes=(100_000,))
-    second = write_image(layout, "second", layer_sizes=(100_000,))
+    first = layout.add(random_image(layer_sizes=(100_000,)), "first")
+    second = layout.add(random_image(layer_sizes=(100_000,)), "second")
     pushed = {"1.0": first, "1.1": second, "latest": second}
     for tag, image in pushed.items():
         source = "first" if image is first else "second"
@@ -246,23 +240,21 @@ def test_list_tags_and_delete(
 
     clients.skopeo("delete", "--tls-verify=false", docker_ref(registry, repo, "1.0"))
     assert http.manifest_status(repo, "1.0") == 404
-    assert http.manifest_status(repo, first.manifest_digest) == 404
+    assert http.manifest_status(repo, first.digest) == 404
     listed = json.loads(
         clients.skopeo(
             "list-tags", "--tls-verify=false", f"docker://{registry.address}/{repo}"
         ).stdout
     )
     assert sorted(listed["Tags"]) == ["1.1", "latest"]
-    assert http.check_image(repo, "latest").digest == second.manifest_digest
+    assert http.check_image(repo, "latest").digest == second.digest
     result = clients.skopeo(
         "inspect", "--tls-verify=false", docker_ref(registry, repo, "1.0"), check=False
     )
     expect_failure(result, "manifest unknown")
 
     # Deleting by digest removes every tag that points to it.
-    clients.skopeo(
-        "delete", "--tls-verify=false", docker_ref(registry, repo, second.manifest_digest)
-    )
+    clients.skopeo("delete", "--tls-verify=false", docker_ref(registry, repo, second.digest))
     assert http.manifest_status(repo, "1.1") == 404
     assert http.manifest_status(repo, "latest") == 404
     assert http.tags(repo) == []

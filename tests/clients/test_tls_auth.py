@@ -104,14 +104,14 @@ def test_skopeo_push_pull_with_cert_dir_and_creds(
         "copy", "--dest-cert-dir", pki.cert_dir, "--dest-creds", creds, layout.ref("v1"), target
     )
     inspected = clients.skopeo_inspect(target, "--cert-dir", str(pki.cert_dir), "--creds", creds)
-    assert inspected["Digest"] == image.manifest_digest
-    assert admin(secure, pki).check_image(repo, "v1").payload == image.manifest_bytes
+    assert inspected["Digest"] == image.digest
+    assert admin(secure, pki).check_image(repo, "v1").payload == image.manifest
 
     out = open_layout(tmp_path / "out")
     clients.skopeo(
         "copy", "--src-cert-dir", pki.cert_dir, "--src-creds", creds, target, out.ref("v1")
     )
-    check_layout_image(out, image.manifest_digest)
+    check_layout_image(out, image.digest)
     for digest in image.blob_digests:
         assert out.read_blob(digest) == layout.read_blob(digest)
 
@@ -244,18 +244,18 @@ def test_containerd_push_and_pull_over_tls_with_user(
     hosts = ctrd.trust(secure.address, pki.ca_cert)
     archive = write_oci_archive(layout, tmp_path / "image.tar")
     ctrd.ctr("images", "import", "--base-name", f"{secure.address}/{repo}", archive)
-    assert ctrd.image_target(reference)["digest"] == image.manifest_digest
+    assert ctrd.image_target(reference)["digest"] == image.digest
     result = ctrd.ctr("images", "push", "--hosts-dir", hosts, reference, check=False)
     expect_failure(result, *AUTH_ERRORS)
     ctrd.ctr("images", "push", "--hosts-dir", hosts, "--user", f"{USER}:{PASSWORD}", reference)
-    assert admin(secure, pki).check_image(repo, "v1").payload == image.manifest_bytes
+    assert admin(secure, pki).check_image(repo, "v1").payload == image.manifest
 
     ctrd.ctr(
         "--namespace", "pulled", "images", "pull", "--hosts-dir", hosts,
         "--user", f"{USER}:{PASSWORD}", reference,
     )  # fmt: skip
     pulled = ctrd.ctr("--namespace", "pulled", "content", "ls", "--quiet").stdout.split()
-    assert {image.manifest_digest, *image.blob_digests} <= set(pulled)
+    assert {image.digest, *image.blob_digests} <= set(pulled)
 
 
 def test_anonymous_pull_only_when_enabled(
@@ -313,12 +313,12 @@ def test_anonymous_pull_only_when_enabled(
     # With it: anonymous pulls work (skopeo and podman) ...
     source = f"docker://{open_pull.address}/{repo}:v1"
     inspected = clients.skopeo_inspect(source, "--cert-dir", str(pki.cert_dir), "--no-creds")
-    assert inspected["Digest"] == image.manifest_digest
+    assert inspected["Digest"] == image.digest
     pulled = open_layout(tmp_path / "anonymous")
     clients.skopeo(
         "copy", "--src-cert-dir", pki.cert_dir, "--src-no-creds", source, pulled.ref("v1")
     )
-    check_layout_image(pulled, image.manifest_digest)
+    check_layout_image(pulled, image.digest)
     for digest in image.blob_digests:
         assert pulled.read_blob(digest) == layout.read_blob(digest)
     pulled_id = clients.podman(
@@ -340,7 +340,7 @@ def test_anonymous_pull_only_when_enabled(
     expect_failure(result, *AUTH_ERRORS)
     result = clients.skopeo("delete", "--cert-dir", pki.cert_dir, "--no-creds", source, check=False)
     expect_failure(result, *AUTH_ERRORS)
-    assert admin(open_pull, pki).manifest(repo, "v1").digest == image.manifest_digest
+    assert admin(open_pull, pki).manifest(repo, "v1").digest == image.digest
     assert admin(open_pull, pki).manifest_status(repo, "v2") == 404
 
 
@@ -357,7 +357,7 @@ def test_push_with_creds_to_anonymous_pull_registry(
         layout.ref("v1"),
         f"docker://{open_pull.address}/{repo}:v1",
     )
-    assert admin(open_pull, pki).manifest(repo, "v1").digest == image.manifest_digest
+    assert admin(open_pull, pki).manifest(repo, "v1").digest == image.digest
 
 
 def test_oras_over_tls_with_basic_auth(

@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from moorage.meta.base import MetadataError, MetadataUnavailable, TagRefused, UploadBusy
+from moorage.meta.errors import MetadataError, MetadataUnavailable, TagRefused, UploadBusy
 from moorage.meta.postgres import PostgresMetadata, lock_key
-from moorage.meta.postgres_schema import (
+from moorage.meta.postgres.schema import (
     MIGRATION_LOCK,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -29,8 +29,9 @@ from moorage.meta.postgres_schema import (
     schema_version,
 )
 from moorage.model import Refusal, TagGuard, Upload
-from tests.meta.test_metadata_contract import ACTOR, digest, manifest, new_upload
+from tests.meta.helpers import ACTOR, digest, manifest, new_upload
 from tests.support.postgres import PostgresServer
+from tests.support.waiting import wait_until_async
 
 _counter = iter(range(1, 1_000_000))
 
@@ -87,7 +88,7 @@ def test_concurrent_migrations_from_processes_apply_once(empty_dsn: str) -> None
     script = textwrap.dedent(
         f"""
         import asyncio, time
-        from moorage.meta.postgres_schema import migrate
+        from moorage.meta.postgres.schema import migrate
         time.sleep(max(0.0, {start!r} - time.time()))
         print(asyncio.run(migrate({empty_dsn!r})))
         """
@@ -275,7 +276,15 @@ async def test_a_push_waits_for_the_tag_lock_and_can_be_cancelled(
         await holder.execute("BEGIN")
         await holder.execute("SELECT pg_advisory_xact_lock($1)", lock_key("tag", "repo", "v1"))
         push = asyncio.ensure_future(store.put_manifest("repo", manifest("m"), "v1", ACTOR))
-        await asyncio.sleep(0.2)
+
+        async def push_waits_for_the_lock() -> bool:
+            return bool(
+                await holder.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                )
+            )
+
+        await wait_until_async(push_waits_for_the_lock, "the push to wait for the tag's lock")
         assert not push.done()
         push.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -375,7 +384,11 @@ async def test_terminated_connections_are_replaced(
     finally:
         await admin.close()
     assert killed >= 1
-    await asyncio.sleep(0.1)  # the pool sees the connections close
+    pool = await store._get_pool()
+    await wait_until_async(
+        lambda: all(conn.is_closed() for conn in pool._idle),
+        "the pool to see its connections close",
+    )
     resolved = await store.resolve_tag("repo", "t")
     assert resolved is not None
     await store.put_manifest("repo", manifest("n"), "t", ACTOR)

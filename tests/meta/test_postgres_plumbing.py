@@ -1,5 +1,5 @@
 """The PostgreSQL backend's plumbing, without a server: the connection pool and the lookup
-coalescer (moorage.meta.postgres_pool, moorage.meta.coalesce)."""
+coalescer (moorage.meta.postgres.pool, moorage.meta.coalesce)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from moorage.meta.base import MetadataUnavailable
 from moorage.meta.coalesce import MAX_BATCH, Coalescer
-from moorage.meta.postgres_pool import Pool, PoolClosed
+from moorage.meta.errors import MetadataUnavailable
+from moorage.meta.postgres.pool import Pool, PoolClosed
 from tests.support.postgres import find_binaries
+from tests.support.waiting import wait_until_async
 
 
 class FakeConnection:
@@ -106,7 +107,7 @@ async def test_pool_waiters_get_connections_in_order_and_may_give_up() -> None:
     a = asyncio.ensure_future(wait("a"))
     b = asyncio.ensure_future(wait("b"))
     c = asyncio.ensure_future(wait("c"))
-    await asyncio.sleep(0.01)
+    await wait_until_async(lambda: pool.waiting == 3, "three requests waiting for the pool")
     b.cancel()
     pool.release(first)
     await asyncio.gather(a, c, b, return_exceptions=True)
@@ -117,7 +118,7 @@ async def test_pool_hands_a_free_slot_to_a_waiter_when_a_connection_is_dropped()
     pool, made = fake_pool(1)
     first = await pool.acquire()
     waiter = asyncio.ensure_future(pool.acquire())
-    await asyncio.sleep(0.01)
+    await wait_until_async(lambda: pool.waiting == 1, "a request waiting for the pool")
     pool.release(first, discard=True)
     second = await asyncio.wait_for(waiter, 1)
     assert second is made[1] and first.terminated
@@ -127,7 +128,7 @@ async def test_a_closed_pool_refuses_and_wakes_its_waiters() -> None:
     pool, _ = fake_pool(1)
     held = await pool.acquire()
     waiter = asyncio.ensure_future(pool.acquire())
-    await asyncio.sleep(0.01)
+    await wait_until_async(lambda: pool.waiting == 1, "a request waiting for the pool")
     await pool.close()
     with pytest.raises(PoolClosed):
         await waiter
@@ -160,7 +161,10 @@ async def test_coalescer_failures_reach_every_waiter_and_cancellation_only_one()
     release = asyncio.Event()
     failing = True
 
+    fetching: list[Sequence[str]] = []
+
     async def fetch(keys: Sequence[str]) -> dict[str, int]:
+        fetching.append(keys)
         await release.wait()
         if failing:
             raise MetadataUnavailable("down")
@@ -175,7 +179,7 @@ async def test_coalescer_failures_reach_every_waiter_and_cancellation_only_one()
     failing = False
     release.clear()
     waiters = [asyncio.ensure_future(coalescer.get(k)) for k in "ab"]
-    await asyncio.sleep(0.01)
+    await wait_until_async(lambda: len(fetching) == 2, "the second batch to be fetched")
     waiters[0].cancel()
     release.set()
     assert await waiters[1] == 1

@@ -1,12 +1,13 @@
-"""The policy version hint shared by the processes of one SQLite database (sqlite_hint)."""
+"""The policy version hint shared by the processes of one SQLite database
+(moorage.meta.sqlite.hint)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from moorage.meta.sqlite import SQLiteMetadata
-from moorage.meta.sqlite_hint import VersionHint
-from tests.meta.test_metadata_contract import ACTOR
+from moorage.meta.sqlite.hint import VersionHint
+from tests.meta.helpers import ACTOR
 
 
 def count_queries(meta: SQLiteMetadata) -> list[str]:

@@ -1,4 +1,4 @@
-"""SQLite schema migrations (moorage.meta.sqlite_schema): a database written before tag
+"""SQLite schema migrations (moorage.meta.sqlite.schema): a database written before tag
 history became chains (schema 3) is migrated, and answers every history query as one
 written by the current code does."""
 
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from moorage.meta.base import MetadataStore, TagRefused
+from moorage.meta.errors import TagRefused
+from moorage.meta.protocols import MetadataStore
 from moorage.meta.sqlite import SQLiteMetadata, connect
-from moorage.meta.sqlite_schema import MIGRATIONS
+from moorage.meta.sqlite.schema import MIGRATIONS
 from moorage.model import Actor, Refusal, TagEvent, TagGuard
-from tests.meta.test_metadata_contract import ACTOR, manifest
+from tests.meta.helpers import ACTOR, manifest
 
 ALICE = Actor("alice", "10.0.0.7", "req-alice")
 TAGS = [("a", "t"), ("a", "u"), ("a", "v1"), ("b", "t"), ("a", "never")]

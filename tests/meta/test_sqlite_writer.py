@@ -1,4 +1,4 @@
-"""moorage.meta.sqlite_writer: batched writes where each operation stands or falls alone."""
+"""moorage.meta.sqlite.writer: batched writes where each operation stands or falls alone."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from moorage.meta.sqlite import connect
-from moorage.meta.sqlite_writer import GroupCommitWriter
+from moorage.meta.sqlite.writer import GroupCommitWriter
 
 
 class Boom(Exception):

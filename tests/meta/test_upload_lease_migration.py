@@ -11,10 +11,12 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from moorage.meta import postgres_schema, sqlite_schema
-from moorage.meta.base import MetadataStore, UploadBusy
+from moorage.meta.errors import UploadBusy
 from moorage.meta.postgres import PostgresMetadata
+from moorage.meta.postgres import schema as postgres_schema
+from moorage.meta.protocols import MetadataStore
 from moorage.meta.sqlite import SQLiteMetadata
+from moorage.meta.sqlite import schema as sqlite_schema
 from tests.support.postgres import PostgresServer
 
 UPLOAD_ID = "6f1c3c6e-0000-4000-8000-0000000000aa"

@@ -11,7 +11,7 @@ from moorage import mediatypes as mt
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
 from moorage.model import Reference
-from moorage.registry.manifests import accepts, parse_manifest
+from moorage.registry.manifests import parse_manifest
 
 
 def desc(media_type: str, seed: str, **extra: Any) -> dict[str, Any]:
@@ -117,18 +117,3 @@ def test_invalid_manifests(payload: bytes, content_type: str | None, fragment: s
         parse(payload, content_type)
     assert info.value.code is ErrorCode.MANIFEST_INVALID
     assert fragment in info.value.message
-
-
-@pytest.mark.parametrize(
-    ("accept", "expected"),
-    [
-        (None, True),
-        ("", True),
-        ("*/*", True),
-        (f"{mt.DOCKER_MANIFEST}, {mt.OCI_MANIFEST};q=0.9", True),
-        (mt.DOCKER_MANIFEST, False),
-        ("application/*", True),
-    ],
-)
-def test_accepts(accept: str | None, expected: bool) -> None:
-    assert accepts(accept, mt.OCI_MANIFEST) is expected

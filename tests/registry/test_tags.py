@@ -8,17 +8,19 @@ from pathlib import Path
 import pytest
 
 from moorage.errors import RegistryError
-from moorage.meta.base import PolicyChanged, TagRefused
+from moorage.meta.errors import PolicyChanged, TagRefused
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.model import Actor, PutResult, TagGuard
 from moorage.policy import Policy
 from moorage.registry.tags import GUARD_ATTEMPTS, TagHistory, TagPolicies, make_guard
-from tests.meta.test_metadata_contract import ACTOR, manifest
+from tests.support.images import manifest_record
 
 FROZEN = Policy.from_dict(
     {"rules": [{"name": "releases", "tags": "v*", "except_tags": "v-dev", "mode": "immutable"}]}
 )
 CONFIG = Actor(None, "config", "startup")
+
+ACTOR = Actor("tester", "127.0.0.1", "request-1")
 
 
 def test_guard_allows_creating_and_repushing_but_not_moving_or_deleting() -> None:
@@ -81,11 +83,31 @@ async def test_configured_policy_is_installed_only_when_it_changes(tmp_path: Pat
         await meta.close()
 
 
+async def test_the_stored_policy_says_who_installed_it(tmp_path: Path) -> None:
+    meta = SQLiteMetadata(tmp_path / "m.db")
+    try:
+        policies = TagPolicies(meta)
+        assert await policies.stored() is None
+        await policies.apply_configured(FROZEN, CONFIG, "configuration")
+        await policies.replace(Policy(), ACTOR, "api")
+        record = await policies.stored()
+        assert record is not None
+        assert (record.version, record.user, record.address, record.source) == (
+            2,
+            ACTOR.user,
+            ACTOR.address,
+            "api",
+        )
+        assert Policy.from_json(record.document) == Policy()
+    finally:
+        await meta.close()
+
+
 async def test_tags_for_a_digest_lists_every_span(tmp_path: Path) -> None:
     meta = SQLiteMetadata(tmp_path / "m.db")
     try:
         history = TagHistory(meta, TagPolicies(meta))
-        one, two = manifest("one"), manifest("two")
+        one, two = manifest_record("one"), manifest_record("two")
         await meta.put_manifest("a", one, "x", ACTOR)
         await meta.put_manifest("a", two, "x", ACTOR)
         await meta.put_manifest("b", one, "y", ACTOR)
@@ -109,7 +131,7 @@ async def test_a_change_is_judged_by_the_policy_in_force_when_it_commits(
     under the new one."""
     meta = two_handles[0]
     here, there = TagPolicies(meta), TagPolicies(two_handles[1])
-    one, two = manifest("one"), manifest("two")
+    one, two = manifest_record("one"), manifest_record("two")
     await meta.put_manifest("team/app", one, "v1", ACTOR)
     assert (await here.current()).version == 0
     await there.replace(FROZEN, ACTOR, "api")

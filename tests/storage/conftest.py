@@ -10,7 +10,8 @@ import pytest
 from moorage.storage.base import StorageDriver
 from moorage.storage.filesystem import FilesystemDriver
 from moorage.storage.memory import MemoryDriver
-from moorage.storage.s3 import S3Config, S3Driver
+from moorage.storage.s3 import S3Driver
+from moorage.storage.s3_config import S3Config
 from tests.support.seaweedfs import BUCKET, SeaweedFS
 
 #: Makes another driver over the same stored objects (as another process would).

@@ -19,8 +19,9 @@ from obstore.store import S3Store
 
 from moorage.storage import s3 as s3_module
 from moorage.storage.base import ObjectNotFound, StorageError
-from moorage.storage.s3 import S3Config, S3Driver
+from moorage.storage.s3 import S3Driver
 from moorage.storage.s3_bucket import Bucket
+from moorage.storage.s3_config import S3Config
 from tests.storage.conftest import BUCKET, s3_config
 from tests.support.seaweedfs import SeaweedFS
 
@@ -330,7 +331,8 @@ async def test_a_killed_writer_leaves_nothing_visible(
     script = textwrap.dedent(
         f"""
         import asyncio, json, os
-        from moorage.storage.s3 import S3Config, S3Driver
+        from moorage.storage.s3 import S3Driver
+        from moorage.storage.s3_config import S3Config
 
         async def main():
             driver = S3Driver(S3Config(**json.loads({json.dumps(config.__dict__)!r})))

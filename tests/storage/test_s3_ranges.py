@@ -123,8 +123,10 @@ async def store() -> AsyncIterator[Store]:
 def reply(
     head: str, data: bytes = b"", *, pieces: int = 1, stall: float = 0
 ) -> Callable[[asyncio.StreamWriter], Awaitable[None]]:
-    """Send ``head`` (CRLF line ends added) and ``data``, in ``pieces`` writes, then wait
-    ``stall`` seconds."""
+    """Send ``head`` (CRLF line ends added) and ``data`` in ``pieces`` writes 10 ms apart, so
+    that the reader gets them in separate reads as from a network; then stall ``stall``
+    seconds, a store that stops answering (what the reader's timeout is for). Sleeps that
+    play the store's part: nothing is waited for."""
     message = head.replace("\n", "\r\n").encode() + b"\r\n" + data
 
     async def send(writer: asyncio.StreamWriter) -> None:

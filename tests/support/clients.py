@@ -15,25 +15,33 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
+from multidict import CIMultiDict
+
+from tests.support.http import Reply
+from tests.support.images import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    sha256,
+)
 from tests.support.programs import program
-from tests.support.server import stop_process
+from tests.support.server import RunningRegistry, stop_process
+from tests.support.waiting import wait_until
 
 #: Seconds one client command may take before the test fails.
 DEFAULT_TIMEOUT = 180.0
@@ -94,6 +102,13 @@ def run(
             result,
         )
     return result
+
+
+def docker_ref(registry: RunningRegistry, repo: str, ref: str) -> str:
+    """The containers/image reference of ``repo`` at a tag or digest, e.g. for skopeo:
+    ``docker://HOST:PORT/REPO:TAG`` or ``docker://HOST:PORT/REPO@sha256:...``."""
+    separator = "@" if ref.startswith("sha256:") else ":"
+    return f"docker://{registry.address}/{repo}{separator}{ref}"
 
 
 def expect_failure(result: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -360,18 +375,17 @@ class Containerd:
 
 
 def _wait_for_containerd(daemon: Containerd) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         if daemon.process.poll() is not None:
             raise RuntimeError(
                 f"containerd exited with {daemon.process.returncode}:\n{daemon.logs()}"
             )
-        if daemon.socket.exists():
-            result = daemon.ctr("version", check=False, timeout=10)
-            if result.returncode == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"containerd did not start:\n{daemon.logs()}")
+        return (
+            daemon.socket.exists()
+            and daemon.ctr("version", check=False, timeout=10).returncode == 0
+        )
+
+    wait_until(answers, lambda: f"containerd to answer:\n{daemon.logs()}", timeout=30)
 
 
 @contextlib.contextmanager
@@ -428,26 +442,7 @@ def containerd(scratch: Path) -> Iterator[Containerd]:
 # -- the registry's HTTP API, to check what clients stored ---------------------------------------
 
 #: Every manifest media type, in one comma-separated Accept header.
-ACCEPT_ALL_MANIFESTS = ", ".join(
-    [
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
-
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status: int
-    #: Case-insensitive, as header names are (a proxy may send them in lower case).
-    headers: Message
-    body: bytes
-
-    def json(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads(self.body)
-        return loaded
+ACCEPT_ALL_MANIFESTS = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST])
 
 
 @dataclass(frozen=True)
@@ -472,9 +467,7 @@ class RegistryHttp:
         self.context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.auth = auth
 
-    def request(
-        self, method: str, path: str, headers: Mapping[str, str] | None = None
-    ) -> HttpResponse:
+    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> Reply:
         request = urllib.request.Request(
             f"{self.base_url}{path}", method=method, headers=dict(headers or {})
         )
@@ -483,10 +476,12 @@ class RegistryHttp:
             request.add_header("Authorization", f"Basic {token}")
         try:
             with urllib.request.urlopen(request, timeout=30, context=self.context) as response:
-                return HttpResponse(response.status, response.headers, response.read())
+                return Reply(
+                    response.status, CIMultiDict(response.headers.items()), response.read()
+                )
         except urllib.error.HTTPError as exc:
             with exc:
-                return HttpResponse(exc.code, exc.headers, exc.read())
+                return Reply(exc.code, CIMultiDict(exc.headers.items()), exc.read())
 
     def manifest(self, name: str, reference: str) -> StoredManifest:
         """GET a manifest (any media type); checks the digest header against the bytes."""
@@ -497,7 +492,7 @@ class RegistryHttp:
             f"GET /v2/{name}/manifests/{reference}: {response.status} {response.body!r}"
         )
         digest = response.headers["Docker-Content-Digest"]
-        actual = "sha256:" + hashlib.sha256(response.body).hexdigest()
+        actual = sha256(response.body)
         assert actual == digest, f"manifest {reference} is {actual}, header says {digest}"
         if reference.startswith("sha256:"):
             assert digest == reference
@@ -512,7 +507,7 @@ class RegistryHttp:
         """GET a blob; checks its bytes hash to ``digest``."""
         response = self.request("GET", f"/v2/{name}/blobs/{digest}")
         assert response.status == 200, f"GET blob {digest} in {name}: {response.status}"
-        actual = "sha256:" + hashlib.sha256(response.body).hexdigest()
+        actual = sha256(response.body)
         assert actual == digest, f"blob {digest} in {name} holds content with digest {actual}"
         return response.body
 
@@ -526,7 +521,7 @@ class RegistryHttp:
         assert isinstance(tags, list)
         return [str(tag) for tag in tags or []]
 
-    def referrers(self, name: str, digest: str, artifact_type: str | None = None) -> HttpResponse:
+    def referrers(self, name: str, digest: str, artifact_type: str | None = None) -> Reply:
         query = f"?artifactType={urllib.parse.quote(artifact_type)}" if artifact_type else ""
         return self.request("GET", f"/v2/{name}/referrers/{digest}{query}")
 

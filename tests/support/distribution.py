@@ -3,9 +3,12 @@ another registry for the tests that resolve images held elsewhere."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tests.support.clients import Pki, write_htpasswd
 from tests.support.programs import program
@@ -61,3 +64,14 @@ def start_distribution(workdir: Path, pki: Pki, users: Mapping[str, str]) -> Run
         registry.stop()
         raise
     return registry
+
+
+def docker_config(path: Path, auths: dict[str, Any]) -> Path:
+    """A Docker config file (``config.json``) holding ``auths``: registry to entry."""
+    path.write_text(json.dumps({"auths": auths}))
+    return path
+
+
+def basic_entry(user: str, password: str) -> dict[str, str]:
+    """A Docker config ``auths`` entry with a user and password, as ``docker login`` writes."""
+    return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}

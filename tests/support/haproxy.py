@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from tests.support.programs import program
 from tests.support.server import stop_process
+from tests.support.waiting import wait_until
 
 _CONFIG = """\
 global
@@ -78,18 +78,23 @@ def start_haproxy(
             [binary, "-db", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT
         )
     proxy = HAProxy(host, port, process, log)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"haproxy exited with {process.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(f"http://{proxy.address}/v2/", timeout=2):
-                return proxy
+                return True
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                return proxy
+            return exc.code == 401
         except OSError:
-            pass
-        time.sleep(0.05)
-    proxy.stop()
-    raise RuntimeError(f"haproxy on {proxy.address} did not become ready:\n{log.read_text()}")
+            return False
+
+    try:
+        wait_until(
+            answers, lambda: f"haproxy on {proxy.address} to answer:\n{log.read_text()}", timeout=15
+        )
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy

@@ -1,15 +1,36 @@
-"""Test images made offline: OCI image layouts written by hand, with random content.
+"""The tests' images and manifests, built in memory: one ``Image`` for every test.
 
-Layers are gzip'd tars of random files, so every image is unique (no accidental sharing between
-tests or with earlier runs) while its size is fixed by the arguments. The layout is what
-``skopeo copy oci:DIR:TAG ...``, ``podman pull oci:DIR:TAG`` and ``umoci`` read::
+An ``Image`` is one manifest's exact bytes with the content it references:
+
+- an image manifest: a config and layers (``seeded_image``, ``random_image``, ``image_of``);
+- an artifact: an image manifest with an ``artifactType`` and a ``subject`` (``artifact_of``,
+  or ``image_of`` with those arguments);
+- an index (or Docker manifest list) of other images, each of them in ``children``
+  (``index_of``, ``multiarch_image`` for several platforms);
+- a Docker schema 2 variant of any of these (``image.as_docker()``: the same blobs under
+  Docker media types).
+
+Two kinds of content:
+
+- ``seeded_image``, ``config_blob`` and ``layer_blob`` make deterministic bytes from a seed,
+  so ranges, sizes and digests mean something in HTTP API tests;
+- ``random_image`` and ``tar_layer`` make real gzip'd tars of random files, unique on every
+  run, for real clients (skopeo, podman, containerd unpack them) and for OCI image layouts.
+
+Manifests are pretty-printed by default (three spaces, as Docker writes them), so a client
+or registry that re-serializes a manifest instead of keeping its bytes changes its digest;
+``compact=True`` writes them as Go's encoding/json does (containers/image, podman), so
+re-serializing keeps the digest.
+
+``OciLayout`` writes images into an OCI image layout (what ``skopeo copy oci:DIR:TAG``,
+``podman pull oci:DIR:TAG`` and ``umoci`` read)::
 
     DIR/oci-layout                      {"imageLayoutVersion": "1.0.0"}
     DIR/index.json                      one descriptor per tag (annotation ref.name)
     DIR/blobs/sha256/<hex>              layers, configs, manifests, nested indexes
 
-A multi-platform image is a nested image index: ``index.json`` points to an index blob whose
-``manifests`` are one image manifest per platform (the shape buildah and umoci write).
+Pushing images is the transports' business: ``tests.support.app`` (the in-process app),
+``tests.support.http`` (a running registry).
 """
 
 from __future__ import annotations
@@ -20,56 +41,305 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from moorage.model import ManifestRecord
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+#: The Docker media type of each OCI one, as ``skopeo copy --format v2s2`` converts them.
+TO_DOCKER = {
+    OCI_MANIFEST: DOCKER_MANIFEST,
+    OCI_INDEX: DOCKER_MANIFEST_LIST,
+    OCI_CONFIG: DOCKER_CONFIG,
+    OCI_LAYER_GZIP: DOCKER_LAYER_GZIP,
+}
+
+#: The annotation an OCI layout's index.json names each tag with.
 REF_NAME = "org.opencontainers.image.ref.name"
 
 #: Small by default: two layers of a few hundred KiB.
 DEFAULT_LAYER_SIZES = (256 * 1024, 512 * 1024)
 
 
+def digest_of(data: bytes, algorithm: str = "sha256") -> str:
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
 def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return digest_of(data, "sha256")
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+def dumps(document: Mapping[str, Any], *, compact: bool = False) -> bytes:
+    """A JSON document's bytes, keys in the order given: pretty-printed with three spaces (as
+    Docker writes manifests), or ``compact`` as Go's encoding/json writes them."""
+    if compact:
+        return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, indent=3).encode()
+
+
+# -- blobs ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Layer:
-    """A gzip'd tar layer: ``digest`` of the compressed blob, ``diff_id`` of the tar."""
+class Blob:
+    """Some bytes with the media type a manifest's descriptor gives them."""
 
-    digest: str
-    diff_id: str
-    size: int
-    files: dict[str, bytes]
+    data: bytes
+    media_type: str = OCI_LAYER_GZIP
+    algorithm: str = "sha256"
+    #: For a tar layer: the digest of the uncompressed tar (the config's ``rootfs.diff_ids``).
+    diff_id: str | None = None
+
+    @cached_property
+    def digest(self) -> str:
+        return digest_of(self.data, self.algorithm)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def descriptor(self, **extra: Any) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def config_blob(
+    seed: str,
+    media_type: str = OCI_CONFIG,
+    algorithm: str = "sha256",
+    *,
+    architecture: str = "amd64",
+    os_name: str = "linux",
+) -> Blob:
+    """A small image config, distinct for each seed."""
+    body = {"architecture": architecture, "os": os_name, "seed": seed, "rootfs": {"type": "layers"}}
+    return Blob(json.dumps(body, sort_keys=True).encode(), media_type, algorithm)
+
+
+def layer_blob(
+    seed: str, size: int = 1024, media_type: str = OCI_LAYER_GZIP, algorithm: str = "sha256"
+) -> Blob:
+    """``size`` deterministic pseudo-random bytes (so ranges and digests are meaningful)."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest()
+        counter += 1
+    return Blob(bytes(out[:size]), media_type, algorithm)
+
+
+#: The empty config artifacts use (``{}``).
+EMPTY_CONFIG = Blob(b"{}", OCI_EMPTY)
+
+
+def tar_layer(size: int, *, files: int = 2, prefix: str = "data") -> Blob:
+    """A gzip'd tar of ``files`` random files under ``prefix/`` totalling ``size`` bytes (gzip
+    of random data is about as large as the data), with its ``diff_id``."""
+    contents: dict[str, bytes] = {}
+    tag = os.urandom(6).hex()
+    base, extra = divmod(size, files)
+    for number in range(files):
+        contents[f"{prefix}/{tag}-{number}.bin"] = os.urandom(base + (extra if number == 0 else 0))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        directory = tarfile.TarInfo(prefix)
+        directory.type = tarfile.DIRTYPE
+        directory.mode = 0o755
+        directory.mtime = 0
+        tar.addfile(directory)
+        for name, data in contents.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    tar_bytes = raw.getvalue()
+    blob = gzip.compress(tar_bytes, compresslevel=1, mtime=0)
+    return Blob(blob, OCI_LAYER_GZIP, diff_id=sha256(tar_bytes))
+
+
+def layer_files(blob: bytes) -> dict[str, bytes]:
+    """The regular files in a (gzip'd or plain) tar layer, by path without a leading ./ or /."""
+    data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            if member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                name = member.name.removeprefix("./").lstrip("/")
+                files[name] = extracted.read()
+    return files
+
+
+# -- manifest documents --------------------------------------------------------------------------
+
+
+def manifest_descriptor(
+    payload: bytes, media_type: str = OCI_MANIFEST, algorithm: str = "sha256", **extra: Any
+) -> dict[str, Any]:
+    """The descriptor of a manifest's bytes (which need not be an ``Image``'s)."""
+    return {
+        "mediaType": media_type,
+        "digest": digest_of(payload, algorithm),
+        "size": len(payload),
+        **extra,
+    }
+
+
+def platform(architecture: str, os_name: str = "linux") -> dict[str, str]:
+    return {"architecture": architecture, "os": os_name}
+
+
+def _subject(subject: Image | Mapping[str, Any]) -> dict[str, Any]:
+    return subject.descriptor() if isinstance(subject, Image) else dict(subject)
+
+
+def oci_manifest(
+    config: Blob,
+    layers: Iterable[Blob] = (),
+    *,
+    artifact_type: str | None = None,
+    subject: Image | Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    with_media_type: bool = True,
+    compact: bool = False,
+) -> bytes:
+    """An OCI image manifest's bytes (fields in the image-spec's order)."""
+    body: dict[str, Any] = {"schemaVersion": 2}
+    if with_media_type:
+        body["mediaType"] = OCI_MANIFEST
+    if artifact_type is not None:
+        body["artifactType"] = artifact_type
+    body["config"] = config.descriptor()
+    body["layers"] = [layer.descriptor() for layer in layers]
+    if subject is not None:
+        body["subject"] = _subject(subject)
+    if annotations is not None:
+        body["annotations"] = dict(annotations)
+    return dumps(body, compact=compact)
+
+
+def docker_manifest(config: Blob, layers: Iterable[Blob] = (), *, compact: bool = False) -> bytes:
+    """A Docker schema 2 manifest's bytes."""
+    return dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": config.descriptor(),
+            "layers": [layer.descriptor() for layer in layers],
+        },
+        compact=compact,
+    )
+
+
+def oci_index(
+    manifests: Iterable[Mapping[str, Any]],
+    *,
+    artifact_type: str | None = None,
+    subject: Image | Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    compact: bool = False,
+) -> bytes:
+    """An OCI image index's bytes, of these descriptors."""
+    body: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_INDEX}
+    if artifact_type is not None:
+        body["artifactType"] = artifact_type
+    body["manifests"] = [dict(m) for m in manifests]
+    if subject is not None:
+        body["subject"] = _subject(subject)
+    if annotations is not None:
+        body["annotations"] = dict(annotations)
+    return dumps(body, compact=compact)
+
+
+def docker_manifest_list(manifests: Iterable[Mapping[str, Any]], *, compact: bool = False) -> bytes:
+    """A Docker manifest list's bytes, of these descriptors."""
+    return dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST_LIST,
+            "manifests": [dict(m) for m in manifests],
+        },
+        compact=compact,
+    )
+
+
+# -- images --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Image:
-    """One single-platform image written into a layout."""
+    """A manifest's exact bytes and everything it references: an image manifest's (or
+    artifact's) ``config`` and ``layers``, or an index's ``children``."""
 
-    manifest_digest: str
-    manifest: dict[str, Any]
-    manifest_bytes: bytes
-    config_digest: str
-    config: dict[str, Any]
-    layers: tuple[Layer, ...]
-    os: str
-    architecture: str
+    manifest: bytes
+    media_type: str = OCI_MANIFEST
+    #: An image manifest's config; None for an index (``config`` is it, checked).
+    config_or_none: Blob | None = None
+    layers: tuple[Blob, ...] = ()
+    children: tuple[Image, ...] = ()
+    algorithm: str = "sha256"
+
+    @cached_property
+    def digest(self) -> str:
+        return digest_of(self.manifest, self.algorithm)
+
+    @property
+    def size(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def json(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.manifest)
+        return loaded
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+    def descriptor(self, **extra: Any) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size, **extra}
+
+    # -- an image manifest's content
+
+    @property
+    def config(self) -> Blob:
+        assert self.config_or_none is not None, f"{self.media_type} {self.digest} has no config"
+        return self.config_or_none
+
+    @property
+    def blobs(self) -> tuple[Blob, ...]:
+        """The config and the layers: every blob this manifest references itself."""
+        config = self.config_or_none
+        return (config, *self.layers) if config is not None else self.layers
+
+    @property
+    def config_digest(self) -> str:
+        return self.config.digest
+
+    @property
+    def config_json(self) -> dict[str, Any]:
+        loaded: dict[str, Any] = self.config.json()
+        return loaded
 
     @property
     def layer_digests(self) -> list[str]:
@@ -78,27 +348,194 @@ class Image:
     @property
     def blob_digests(self) -> list[str]:
         """Config and layers: every blob the manifest references."""
-        return [self.config_digest, *self.layer_digests]
+        return [blob.digest for blob in self.blobs]
 
     @property
-    def platform(self) -> str:
-        return f"{self.os}/{self.architecture}"
+    def platform(self) -> str | None:
+        """``os/architecture`` as the config says, if it says."""
+        if self.config_or_none is None or self.config.media_type not in (OCI_CONFIG, DOCKER_CONFIG):
+            return None
+        config = self.config_json
+        if "os" not in config or "architecture" not in config:
+            return None
+        return f"{config['os']}/{config['architecture']}"
+
+    def platform_descriptor(self) -> dict[str, str] | None:
+        """The ``platform`` an index's descriptor of this image carries."""
+        if self.platform is None:
+            return None
+        os_name, architecture = self.platform.split("/", 1)
+        return platform(architecture, os_name)
+
+    # -- an index's content
+
+    def for_platform(self, wanted: str) -> Image:
+        for child in self.children:
+            if child.platform == wanted:
+                return child
+        raise KeyError(f"no {wanted} image in {self.digest}")
+
+    def walk(self) -> Iterator[Image]:
+        """Every manifest from the leaves up: each child before the index listing it (the
+        order a registry accepts them in), this one last."""
+        for child in self.children:
+            yield from child.walk()
+        yield self
+
+    @property
+    def all_blobs(self) -> tuple[Blob, ...]:
+        """Every blob of this image and of its children, once each."""
+        seen: dict[str, Blob] = {}
+        for image in self.walk():
+            for blob in image.blobs:
+                seen.setdefault(blob.digest, blob)
+        return tuple(seen.values())
+
+    # -- variants
+
+    def as_docker(self) -> Image:
+        """The Docker schema 2 variant: the same config and layer bytes (children converted
+        too), Docker media types, no OCI-only fields; as ``skopeo copy --format v2s2``
+        converts an image."""
+        if self.is_index:
+            children = tuple(child.as_docker() for child in self.children)
+            return index_of(children, media_type=DOCKER_MANIFEST_LIST)
+        config = replace(self.config, media_type=TO_DOCKER[self.config.media_type])
+        layers = tuple(
+            replace(layer, media_type=TO_DOCKER.get(layer.media_type, layer.media_type))
+            for layer in self.layers
+        )
+        return Image(docker_manifest(config, layers), DOCKER_MANIFEST, config, layers)
 
 
-@dataclass(frozen=True)
-class MultiArchImage:
-    """An image index of several platform images."""
+def image_of(
+    config: Blob,
+    layers: Sequence[Blob] = (),
+    *,
+    artifact_type: str | None = None,
+    subject: Image | Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    with_media_type: bool = True,
+    compact: bool = False,
+) -> Image:
+    """The OCI image manifest of ``config`` and ``layers`` (an artifact, given an
+    ``artifact_type`` or a ``subject``)."""
+    manifest = oci_manifest(
+        config,
+        layers,
+        artifact_type=artifact_type,
+        subject=subject,
+        annotations=annotations,
+        with_media_type=with_media_type,
+        compact=compact,
+    )
+    return Image(manifest, OCI_MANIFEST, config, tuple(layers))
 
-    index_digest: str
-    index: dict[str, Any]
-    index_bytes: bytes
-    images: tuple[Image, ...]
 
-    def for_platform(self, platform: str) -> Image:
-        for image in self.images:
-            if image.platform == platform:
-                return image
-        raise KeyError(platform)
+def seeded_image(seed: str, *, layers: int = 2, architecture: str = "amd64") -> Image:
+    """A small image made from ``seed`` alone: a config and ``layers`` layers of
+    pseudo-random bytes (3000, 3517, ... bytes), the seed in the manifest's annotations."""
+    config = config_blob(seed, architecture=architecture)
+    blobs = [layer_blob(f"{seed}-{i}", 3000 + 517 * i) for i in range(layers)]
+    return image_of(config, blobs, annotations={"seed": seed})
+
+
+def random_image(
+    *,
+    layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
+    os_name: str = "linux",
+    architecture: str = "amd64",
+    compact: bool = False,
+    label: str | None = None,
+) -> Image:
+    """A runnable-looking image of random content: gzip'd tar layers of these sizes, a config
+    with their diff_ids, a history and a random ``moorage.test`` label (or ``label``)."""
+    layers = tuple(tar_layer(size, prefix=f"layer{n}") for n, size in enumerate(layer_sizes))
+    config: dict[str, Any] = {
+        "architecture": architecture,
+        "os": os_name,
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/true"],
+            "Labels": {"moorage.test": label or os.urandom(8).hex()},
+        },
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        "history": [
+            {"created": "2024-01-01T00:00:00Z", "created_by": f"moorage test layer {n}"}
+            for n in range(len(layers))
+        ],
+    }
+    config_bytes = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
+    return image_of(Blob(config_bytes, OCI_CONFIG), layers, compact=compact)
+
+
+def index_of(
+    children: Sequence[Image],
+    *,
+    media_type: str = OCI_INDEX,
+    artifact_type: str | None = None,
+    subject: Image | Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
+    compact: bool = False,
+) -> Image:
+    """An index (``OCI_INDEX``) or Docker manifest list (``DOCKER_MANIFEST_LIST``) of
+    ``children``; each descriptor carries its image's platform, if it has one."""
+    descriptors = []
+    for child in children:
+        found = child.platform_descriptor()
+        descriptors.append(child.descriptor(platform=found) if found else child.descriptor())
+    if media_type == DOCKER_MANIFEST_LIST:
+        assert artifact_type is None and subject is None and annotations is None
+        manifest = docker_manifest_list(descriptors, compact=compact)
+    else:
+        manifest = oci_index(
+            descriptors,
+            artifact_type=artifact_type,
+            subject=subject,
+            annotations=annotations,
+            compact=compact,
+        )
+    return Image(manifest, media_type, children=tuple(children))
+
+
+def multiarch_image(
+    *,
+    platforms: Sequence[tuple[str, str]] = (("linux", "amd64"), ("linux", "arm64")),
+    layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
+) -> Image:
+    """An OCI index of one ``random_image`` per (os, architecture)."""
+    return index_of(
+        [
+            random_image(layer_sizes=layer_sizes, os_name=os_name, architecture=architecture)
+            for os_name, architecture in platforms
+        ]
+    )
+
+
+def artifact_of(
+    subject: Image | Mapping[str, Any],
+    artifact_type: str | None,
+    payload: bytes | Blob,
+    *,
+    config: Blob = EMPTY_CONFIG,
+    annotations: Mapping[str, str] | None = None,
+) -> Image:
+    """An artifact about ``subject`` (an image, or the descriptor of one not pushed): the
+    empty config (or ``config``) and one layer, ``payload`` (bytes: application/octet-stream)."""
+    layer = payload if isinstance(payload, Blob) else Blob(payload, "application/octet-stream")
+    return image_of(
+        config, [layer], artifact_type=artifact_type, subject=subject, annotations=annotations
+    )
+
+
+def manifest_record(seed: str) -> ManifestRecord:
+    """The metadata store's record of a small image's manifest, distinct for each seed, for
+    tests of the store's users: without references, so no blob need be stored first."""
+    image = image_of(config_blob(seed))
+    return ManifestRecord(image.digest, image.media_type, image.manifest)
+
+
+# -- OCI image layouts ---------------------------------------------------------------------------
 
 
 @dataclass
@@ -123,6 +560,11 @@ class OciLayout:
     def read_blob(self, digest: str) -> bytes:
         return self.blob_path(digest).read_bytes()
 
+    def read_manifest(self, digest: str) -> dict[str, Any]:
+        """The manifest stored under ``digest``, parsed."""
+        loaded: dict[str, Any] = json.loads(self.read_blob(digest))
+        return loaded
+
     def write_blob(self, data: bytes) -> str:
         digest = sha256(data)
         path = self.blob_path(digest)
@@ -132,6 +574,18 @@ class OciLayout:
             tmp.write_bytes(data)
             tmp.rename(path)
         return digest
+
+    def add(self, image: Image, tag: str | None = None) -> Image:
+        """Write ``image`` (its blobs, its children, its manifest) into the layout and, given
+        a ``tag``, name it in index.json (with its platform, for a platform's image)."""
+        for part in image.walk():
+            for blob in part.blobs:
+                assert self.write_blob(blob.data) == blob.digest
+            assert self.write_blob(part.manifest) == part.digest
+        if tag is not None:
+            found = image.platform_descriptor()
+            self._tag(tag, image.descriptor(platform=found) if found else image.descriptor())
+        return image
 
     def index_json(self) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads((self.path / "index.json").read_text())
@@ -169,156 +623,6 @@ def open_layout(path: Path) -> OciLayout:
     return OciLayout(path)
 
 
-def make_layer(size: int, *, files: int = 2, prefix: str = "data") -> tuple[bytes, Layer]:
-    """A gzip'd tar of ``files`` random files totalling ``size`` bytes (gzip of random data
-    is about as large as the data). Returns the blob and its description."""
-    contents: dict[str, bytes] = {}
-    tag = os.urandom(6).hex()
-    base, extra = divmod(size, files)
-    for number in range(files):
-        contents[f"{prefix}/{tag}-{number}.bin"] = os.urandom(base + (extra if number == 0 else 0))
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        directory = tarfile.TarInfo(prefix)
-        directory.type = tarfile.DIRTYPE
-        directory.mode = 0o755
-        directory.mtime = 0
-        tar.addfile(directory)
-        for name, data in contents.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            tar.addfile(info, io.BytesIO(data))
-    tar_bytes = raw.getvalue()
-    blob = gzip.compress(tar_bytes, compresslevel=1, mtime=0)
-    return blob, Layer(sha256(blob), sha256(tar_bytes), len(blob), contents)
-
-
-def write_image(
-    layout: OciLayout,
-    tag: str | None = None,
-    *,
-    layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
-    os_name: str = "linux",
-    architecture: str = "amd64",
-    compact: bool = False,
-    label: str | None = None,
-) -> Image:
-    """Write one random image (config + gzip'd layers + manifest) into ``layout``.
-
-    By default the manifest is pretty-printed JSON, so a client or registry that re-serializes
-    it instead of keeping its bytes changes its digest. ``compact=True`` writes it the way Go's
-    encoding/json does (containers/image, podman), so re-serializing keeps the digest.
-    """
-    layers: list[Layer] = []
-    for number, size in enumerate(layer_sizes):
-        blob, layer = make_layer(size, prefix=f"layer{number}")
-        assert layout.write_blob(blob) == layer.digest
-        layers.append(layer)
-    config: dict[str, Any] = {
-        "architecture": architecture,
-        "os": os_name,
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/true"],
-            "Labels": {"moorage.test": label or os.urandom(8).hex()},
-        },
-        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        "history": [
-            {"created": "2024-01-01T00:00:00Z", "created_by": f"moorage test layer {n}"}
-            for n in range(len(layers))
-        ],
-    }
-    config_bytes = canonical_json(config)
-    config_digest = layout.write_blob(config_bytes)
-    # Key order as in the Go structs (image-spec), so compact output matches encoding/json.
-    manifest: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
-        "layers": [
-            {"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size}
-            for layer in layers
-        ],
-    }
-    if compact:
-        manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
-    else:
-        manifest_bytes = json.dumps(manifest, indent=3).encode()
-    manifest_digest = layout.write_blob(manifest_bytes)
-    image = Image(
-        manifest_digest=manifest_digest,
-        manifest=manifest,
-        manifest_bytes=manifest_bytes,
-        config_digest=config_digest,
-        config=config,
-        layers=tuple(layers),
-        os=os_name,
-        architecture=architecture,
-    )
-    if tag is not None:
-        layout._tag(
-            tag,
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": manifest_digest,
-                "size": len(manifest_bytes),
-                "platform": {"architecture": architecture, "os": os_name},
-            },
-        )
-    return image
-
-
-def docker_v2s2_manifest(image: Image) -> dict[str, Any]:
-    """The Docker schema 2 manifest of ``image``'s blobs, as ``skopeo copy --format v2s2``
-    converts an OCI image: same config and layer blobs, Docker media types."""
-    return {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST,
-        "config": {
-            "mediaType": DOCKER_CONFIG,
-            "size": image.manifest["config"]["size"],
-            "digest": image.config_digest,
-        },
-        "layers": [
-            {"mediaType": DOCKER_LAYER_GZIP, "size": layer.size, "digest": layer.digest}
-            for layer in image.layers
-        ],
-    }
-
-
-def write_multiarch(
-    layout: OciLayout,
-    tag: str,
-    *,
-    platforms: Sequence[tuple[str, str]] = (("linux", "amd64"), ("linux", "arm64")),
-    layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
-) -> MultiArchImage:
-    """Write one image per platform and an image index of them, tagged ``tag``."""
-    images = tuple(
-        write_image(layout, layer_sizes=layer_sizes, os_name=os_name, architecture=arch)
-        for os_name, arch in platforms
-    )
-    index: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            {
-                "mediaType": OCI_MANIFEST,
-                "digest": image.manifest_digest,
-                "size": len(image.manifest_bytes),
-                "platform": {"architecture": image.architecture, "os": image.os},
-            }
-            for image in images
-        ],
-    }
-    index_bytes = json.dumps(index, indent=3).encode()
-    index_digest = layout.write_blob(index_bytes)
-    layout._tag(tag, {"mediaType": OCI_INDEX, "digest": index_digest, "size": len(index_bytes)})
-    return MultiArchImage(index_digest, index, index_bytes, images)
-
-
 def new_image(
     directory: Path,
     tag: str = "latest",
@@ -326,15 +630,9 @@ def new_image(
     layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
     compact: bool = False,
 ) -> tuple[OciLayout, Image]:
-    """A fresh layout at ``directory`` holding one random linux/amd64 image tagged ``tag``."""
+    """A fresh layout at ``directory`` holding one ``random_image`` (linux/amd64) as ``tag``."""
     layout = open_layout(directory)
-    return layout, write_image(layout, tag, layer_sizes=layer_sizes, compact=compact)
-
-
-def read_image(layout: OciLayout, manifest_digest: str) -> dict[str, Any]:
-    """The manifest stored in ``layout`` under ``manifest_digest``."""
-    loaded: dict[str, Any] = json.loads(layout.read_blob(manifest_digest))
-    return loaded
+    return layout, layout.add(random_image(layer_sizes=layer_sizes, compact=compact), tag)
 
 
 def layout_blob_digests(layout: OciLayout) -> set[str]:
@@ -349,24 +647,10 @@ def layout_blob_digests(layout: OciLayout) -> set[str]:
     return found
 
 
-def layer_files(blob: bytes) -> dict[str, bytes]:
-    """The regular files in a (gzip'd or plain) tar layer, by path without a leading ./ or /."""
-    data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
-    files: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            if member.isfile():
-                extracted = tar.extractfile(member)
-                assert extracted is not None
-                name = member.name.removeprefix("./").lstrip("/")
-                files[name] = extracted.read()
-    return files
-
-
 def check_layout_image(layout: OciLayout, manifest_digest: str) -> dict[str, Any]:
     """Check that ``layout`` holds a complete image under ``manifest_digest`` (manifest, config
     and every layer, each with the bytes its digest names, sizes as declared); its manifest."""
-    manifest = read_image(layout, manifest_digest)
+    manifest = layout.read_manifest(manifest_digest)
     assert sha256(layout.read_blob(manifest_digest)) == manifest_digest
     for descriptor in [manifest["config"], *manifest["layers"]]:
         data = layout.read_blob(descriptor["digest"])

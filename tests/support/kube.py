@@ -9,8 +9,7 @@ background, so a test module can prepare other servers meanwhile; ``wait()`` ret
 sends (the same paths, patch content types and subresources), so tests drive the API server as
 users do without the kubectl binary: ``create``, ``get``, ``find``, ``patch``, ``list``,
 ``delete``; ``create_object`` finds where any object goes (as ``kubectl create -f`` does,
-through the API's discovery documents). ``wait_for`` waits for observable state, with a
-deadline.
+through the API's discovery documents).
 """
 
 from __future__ import annotations
@@ -20,16 +19,15 @@ import http.client
 import json
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from tests.support.programs import outside_tool, program
+from tests.support.waiting import wait_until
 
-T = TypeVar("T")
 Json = dict[str, Any]
 
 #: The programs ``up`` runs besides the binaries it brings.
@@ -266,7 +264,9 @@ class Kube:
         self.create("/api/v1/namespaces", namespace)
         if wait_for_service_account:
             account = api_path("v1", "serviceaccounts", name, "default")
-            wait_for(f"the default ServiceAccount of {name}", lambda: self.find(account))
+            wait_until(
+                lambda: self.find(account), f"the default ServiceAccount of {name}", timeout=30
+            )
 
     def service_account_token(
         self, namespace: str, name: str, seconds: int = 3600, audience: str | None = None
@@ -326,18 +326,3 @@ def docker_config_secret(namespace: str, name: str, auths: Mapping[str, tuple[st
         "type": "kubernetes.io/dockerconfigjson",
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
     }
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 30.0) -> T:
-    """``check()``'s first answer that is not None or False, asked again and again until
-    ``timeout`` seconds have passed; then an AssertionError naming ``what`` was awaited."""
-    deadline = time.monotonic() + timeout
-    pause = 0.02
-    while True:
-        value = check()
-        if value is not None and value is not False:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
-        time.sleep(pause)  # between two looks at the state; the deadline bounds the wait
-        pause = min(pause * 2, 0.2)

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
+
+from tests.support.waiting import wait_until
 
 T = TypeVar("T")
 
@@ -288,9 +289,10 @@ def _cluster_parent() -> str | None:
 
 
 def _wait_ready(server: PostgresServer, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
     last: BaseException | None = None
-    while time.monotonic() < deadline:
+
+    def accepts() -> bool:
+        nonlocal last
         assert server.process is not None
         if server.process.poll() is not None:
             raise RuntimeError(
@@ -298,11 +300,16 @@ def _wait_ready(server: PostgresServer, timeout: float) -> None:
             )
         try:
             server._version = int(str(server.fetchval("SHOW server_version_num")))
-            return
+            return True
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             last = exc
-        time.sleep(0.05)
-    raise RuntimeError(f"postgres did not accept connections ({last}):\n{server.logs()}")
+            return False
+
+    wait_until(
+        accepts,
+        lambda: f"postgres to accept connections ({last}):\n{server.logs()}",
+        timeout=timeout,
+    )
 
 
 def postgres_for_tests(directory: Path) -> PostgresServer:

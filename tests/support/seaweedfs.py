@@ -15,13 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from moorage.certs import issue
+from tests.support.waiting import wait_until
 
 WEED = Path(sys.executable).parent / "weed"
 ACCESS_KEY = "moorage-test"
@@ -169,17 +169,17 @@ def start_seaweedfs(
 
 
 def _wait_healthy(server: SeaweedFS, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def healthy() -> bool:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"weed mini exited with {server.process.returncode}:\n{server.logs()[-4000:]}"
             )
         try:
             with urllib.request.urlopen(f"{server.endpoint}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"weed mini did not become healthy:\n{server.logs()[-4000:]}")
+            return False
+
+    wait_until(
+        healthy, lambda: f"weed mini to be healthy:\n{server.logs()[-4000:]}", timeout=timeout
+    )

@@ -8,11 +8,12 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
@@ -62,21 +63,21 @@ class RunningRegistry:
 def wait_ready(
     url: str, process: subprocess.Popen[bytes], log: Path, ca_file: Path | None = None
 ) -> None:
+    """Until the registry at ``url`` answers /v2/ (401 counts: it asks for credentials)."""
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if process.poll() is not None:
             raise RuntimeError(f"registry exited with {process.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(f"{url}/v2/", timeout=2, context=context):
-                return
+                return True
         except urllib.error.HTTPError as exc:
-            if exc.code == 401:
-                return
+            return exc.code == 401
         except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"registry at {url} did not become ready:\n{log.read_text()}")
+            return False
+
+    wait_until(answers, lambda: f"the registry at {url} to answer:\n{log.read_text()}", timeout=20)
 
 
 def start_moorage(

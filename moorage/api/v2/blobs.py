@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 
 from aiohttp import web
 
 from moorage.api.v2.common import API_HEADERS, actor
+from moorage.api.v2.headers import byte_range
 from moorage.digest import Digest
-from moorage.errors import ErrorCode, RegistryError
 from moorage.registry.service import Registry
 
 log = logging.getLogger("moorage.api")
-
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _blob_headers(digest: Digest) -> dict[str, str]:
@@ -28,35 +25,14 @@ def _blob_headers(digest: Digest) -> dict[str, str]:
     }
 
 
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """A single ``bytes=`` range as (start, end inclusive); None to send the whole blob."""
-    match = _RANGE_RE.fullmatch(header.strip())
-    if match is None or (not match.group(1) and not match.group(2)):
-        return None
-    if match.group(1):
-        start = int(match.group(1))
-        end = int(match.group(2)) if match.group(2) else size - 1
-    else:
-        start, end = max(0, size - int(match.group(2))), size - 1
-    if start >= size or end < start:
-        raise RegistryError(
-            ErrorCode.RANGE_INVALID,
-            f"range {header[:60]!r} is outside the blob's {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"},
-        )
-    return start, min(end, size - 1)
-
-
 async def get_blob(
     request: web.Request, registry: Registry, name: str, ref: str
 ) -> web.StreamResponse:
     digest = Digest.parse(ref)
     size = await registry.blobs.size(name, digest)
     headers = _blob_headers(digest)
-    if request.method == "GET" and registry.download_redirect is not None:
-        url = await registry.storage.download_url(
-            registry.blobs.key(digest), registry.download_redirect
-        )
+    if request.method == "GET":
+        url = await registry.blobs.download_url(digest)
         if url is not None:
             # Clients follow it with their Range header; the store serves the bytes.
             headers.pop("Cache-Control")
@@ -64,15 +40,15 @@ async def get_blob(
     # Unsatisfiable ranges are refused in the OCI error format; a Range header that is not
     # one simple byte range is ignored (RFC 9110 allows it) and the whole blob is sent.
     range_header = request.headers.get("Range")
-    byte_range = parse_range(range_header, size) if range_header else None
-    start, end = byte_range if byte_range else (0, size - 1)
-    if byte_range:
+    requested = byte_range(range_header, size) if range_header else None
+    start, end = requested if requested else (0, size - 1)
+    if requested:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
+    response = web.StreamResponse(status=206 if requested else 200, headers=headers)
     response.content_length = end - start + 1
     await response.prepare(request)
     if request.method != "HEAD" and size:
-        chunks = registry.storage.read(registry.blobs.key(digest), start, end - start + 1)
+        chunks = registry.blobs.read(digest, start, end - start + 1)
         sent = 0
         try:
             async with contextlib.aclosing(chunks):

@@ -8,8 +8,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from moorage.api.v2.common import API_HEADERS, REQUEST_ID_HEADER, actor, read_body
+from moorage.api.v2.headers import accepts, declared_media_type
 from moorage.errors import ErrorCode, RegistryError
-from moorage.registry.manifests import accepts
 from moorage.registry.service import Registry
 
 #: The longest ``OCI-Tag`` field line. The tags a push applied go comma-separated onto as many
@@ -63,7 +63,7 @@ async def put_manifest(
         name,
         reference,
         payload,
-        request.headers.get("Content-Type"),
+        declared_media_type(request.headers.get("Content-Type")),
         who,
         request.query.getall("tag", ()),
     )

@@ -20,12 +20,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from moorage.api.v2.common import API_HEADERS, RequestBody, content_length
+from moorage.api.v2.headers import ContentRange, chunk_length
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
 from moorage.model import Upload
 from moorage.names import validate_name
 from moorage.registry.service import Registry
-from moorage.registry.uploads import ContentRange
 
 
 def _session_headers(name: str, upload_id: str, offset: int, *, exact: bool) -> dict[str, str]:
@@ -65,9 +65,13 @@ def _digest_param(request: web.Request) -> Digest:
     return Digest.parse(value)
 
 
-def _content_range(request: web.Request) -> ContentRange | None:
+def _chunk(request: web.Request) -> tuple[int | None, int | None]:
+    """Where the request's chunk starts in the upload (None: at its end, wherever that is),
+    and how many bytes its body holds (None: as many as it brings)."""
     value = request.headers.get("Content-Range")
-    return None if value is None else ContentRange.parse(value)
+    content_range = None if value is None else ContentRange.parse(value)
+    length = chunk_length(content_range, content_length(request))
+    return (None if content_range is None else content_range.start), length
 
 
 async def start_upload(
@@ -85,7 +89,7 @@ async def start_upload(
     if "digest" in request.query:
         digest = _digest_param(request)
         await registry.uploads.monolithic(
-            name, digest, RequestBody(request), content_length(request)
+            name, digest, RequestBody(request), length=content_length(request)
         )
         return _created(name, digest)
     upload = await registry.uploads.start(name)
@@ -102,12 +106,9 @@ async def upload_status(
 async def patch_upload(
     request: web.Request, registry: Registry, name: str, upload_id: str
 ) -> web.StreamResponse:
+    start, length = _chunk(request)
     upload = await registry.uploads.append(
-        name,
-        upload_id,
-        RequestBody(request),
-        _content_range(request),
-        content_length(request),
+        name, upload_id, RequestBody(request), start=start, length=length
     )
     return _session_response(202, name, upload, exact=False)
 
@@ -116,13 +117,9 @@ async def put_upload(
     request: web.Request, registry: Registry, name: str, upload_id: str
 ) -> web.StreamResponse:
     digest = _digest_param(request)
+    start, length = _chunk(request)
     await registry.uploads.finish(
-        name,
-        upload_id,
-        digest,
-        RequestBody(request),
-        _content_range(request),
-        content_length(request),
+        name, upload_id, digest, RequestBody(request), start=start, length=length
     )
     return _created(name, digest)
 

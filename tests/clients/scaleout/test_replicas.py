@@ -8,15 +8,20 @@ import json
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
-from tests.clients.test_skopeo import docker_ref
-from tests.support.clients import Clients, RegistryHttp
-from tests.support.http import location_path, push_blob, request, sha256, with_query
-from tests.support.images import check_layout_image, new_image, open_layout
+from tests.support.clients import Clients, RegistryHttp, docker_ref
+from tests.support.http import location_path, push_blob, race, request, with_query
+from tests.support.images import (
+    check_layout_image,
+    config_blob,
+    image_of,
+    new_image,
+    open_layout,
+    sha256,
+)
 from tests.support.topology import Topology
-from tests.test_immutable_race import manifest, race
+from tests.support.waiting import wait_until
 
 MIB = 1024 * 1024
 
@@ -105,8 +110,11 @@ def test_chunked_upload_through_the_front_door_on_one_connection(
     check_blob_everywhere(topology, repo, digest, data)
 
 
-def _stream_until_killed(address: str, location: str, data: bytes, kill: threading.Event) -> None:
-    """PATCH ``data`` slowly, setting ``kill`` half way; the connection then breaks."""
+def _stream_until_killed(
+    address: str, location: str, data: bytes, kill: threading.Event, killed: threading.Event
+) -> None:
+    """PATCH ``data``, setting ``kill`` half way and going on once ``killed`` is set: the
+    connection then breaks."""
     host, port = address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)), timeout=30)
     try:
@@ -117,9 +125,9 @@ def _stream_until_killed(address: str, location: str, data: bytes, kill: threadi
         sock.sendall(head.encode())
         piece = 256 * 1024
         for start in range(0, len(data), piece):
-            if start >= len(data) // 2:
+            if start >= len(data) // 2 and not kill.is_set():
                 kill.set()
-                time.sleep(0.5)
+                assert killed.wait(30), "the replica was not killed"
             sock.sendall(data[start : start + piece])
     except OSError:
         return  # the replica died under us, as intended
@@ -135,12 +143,15 @@ def test_replica_killed_mid_upload_leaves_nothing_visible_and_a_retry_succeeds(
     data = os.urandom(24 * MIB)
     digest = sha256(data)
     location = start_upload(topology.front.address, repo)
-    kill = threading.Event()
-    writer = threading.Thread(target=_stream_until_killed, args=(address, location, data, kill))
+    kill, killed = threading.Event(), threading.Event()
+    writer = threading.Thread(
+        target=_stream_until_killed, args=(address, location, data, kill, killed)
+    )
     writer.start()
     try:
         assert kill.wait(30)
         topology.kill_replica(victim)
+        killed.set()
         writer.join(30)
         survivors = [r.address for i, r in enumerate(topology.replicas) if i != victim]
         for survivor in survivors:
@@ -183,8 +194,14 @@ def test_skopeo_push_with_a_replica_killed_mid_push(
         docker_ref(topology.registry, repo, "v1"),
     )
     push = clients.popen(clients.skopeo_command(*copy))
+
+    def pushing() -> bool:
+        """The push has stored a first layer (and goes on with the others), or it ended."""
+        stored = any(http.blob_status(repo, digest) == 200 for digest in image.layer_digests)
+        return stored or push.poll() is not None
+
     try:
-        time.sleep(0.4)
+        wait_until(pushing, "the push to store its first layer", timeout=60)
         topology.kill_replica(victim)
         out, err = push.communicate(timeout=180)
     finally:
@@ -197,14 +214,14 @@ def test_skopeo_push_with_a_replica_killed_mid_push(
         if http.blob_status(repo, digest) == 200:
             assert http.blob(repo, digest) == layout.read_blob(digest), digest
     if push.returncode == 0:
-        assert http.check_image(repo, "v1").digest == image.manifest_digest
+        assert http.check_image(repo, "v1").digest == image.digest
     else:
         assert "502" in err or "EOF" in err or "connection" in err, out + err
         assert http.manifest_status(repo, "v1") == 404
         clients.skopeo(*copy)  # the retry, with one replica still down
     topology.restart_replica(victim)
     stored = http.check_image(repo, "v1")
-    assert stored.digest == image.manifest_digest
+    assert stored.digest == image.digest
     for replica in topology.replicas:
         out_layout = open_layout(tmp_path / f"out-{replica.port}")
         clients.skopeo(
@@ -213,7 +230,7 @@ def test_skopeo_push_with_a_replica_killed_mid_push(
             docker_ref(replica, repo, "v1"),
             out_layout.ref("copy"),
         )
-        check_layout_image(out_layout, image.manifest_digest)
+        check_layout_image(out_layout, image.digest)
         for digest in image.blob_digests:
             assert out_layout.read_blob(digest) == layout.read_blob(digest), digest
 
@@ -230,10 +247,10 @@ def test_one_push_wins_a_new_immutable_tag_across_replicas(topology: Topology) -
     reply = request(front, "PUT", "/v2/_moorage/policy/rules", json.dumps(document).encode())
     assert reply.status == 200, reply.body
     addresses = [replica.address for replica in topology.replicas]
-    config_bytes = b'{"architecture": "amd64", "os": "linux"}'
-    config = push_blob(front, repository, config_bytes)
-    payloads = [manifest(config, len(config_bytes), i) for i in range(9)]
-    statuses = race(addresses, "release-1", payloads, repository)
+    config = config_blob("race")
+    push_blob(front, repository, config.data)
+    images = [image_of(config, annotations={"racer": str(index)}) for index in range(9)]
+    statuses = race(addresses, "release-1", images, repository)
     winners = [index for index, status, _ in statuses if status == 201]
     assert len(winners) == 1, statuses
     assert sorted(status for _, status, _ in statuses) == [201] + [403] * 8

@@ -5,57 +5,30 @@ by hand; these run in CI."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
-from tests.support.http import Reply, location_path, push_blob, request, sha256, with_query
+from tests.support.http import (
+    location_path,
+    push_blob,
+    push_image,
+    push_manifest,
+    request,
+    with_query,
+)
+from tests.support.images import (
+    EMPTY_CONFIG,
+    OCI_CONFIG,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    Blob,
+    artifact_of,
+    image_of,
+    random_image,
+    sha256,
+)
 from tests.support.topology import Topology
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 OCTETS = {"Content-Type": "application/octet-stream"}
-CONFIG = b'{"os": "linux"}'
-
-
-def error_code(reply: Reply) -> str:
-    code: str = reply.json()["errors"][0]["code"]
-    return code
-
-
-def descriptor(data: bytes, media_type: str) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha256(data), "size": len(data)}
-
-
-def manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": descriptor(config, OCI_CONFIG),
-        "layers": [descriptor(layer, OCI_LAYER) for layer in layers],
-        **extra,
-    }
-    return json.dumps(document).encode()
-
-
-def push_manifest(front: str, repo: str, reference: str, payload: bytes) -> Reply:
-    reply = request(
-        front, "PUT", f"/v2/{repo}/manifests/{reference}", payload, {"Content-Type": OCI_MANIFEST}
-    )
-    assert reply.status == 201, (reply.status, reply.body)
-    assert reply.header("Docker-Content-Digest") == sha256(payload)
-    return reply
-
-
-def push_image(front: str, repo: str, tag: str, layer_size: int) -> tuple[bytes, bytes]:
-    """CONFIG, a random layer, and a manifest of them at ``tag``: (the manifest, the layer)."""
-    layer = os.urandom(layer_size)
-    for blob in (CONFIG, layer):
-        push_blob(front, repo, blob)
-    payload = manifest(CONFIG, [layer])
-    push_manifest(front, repo, tag, payload)
-    return payload, layer
 
 
 def everywhere(topology: Topology) -> list[str]:
@@ -106,26 +79,28 @@ def test_push(topology: Topology, repo: str) -> None:
     wrong = request(
         front, "POST", f"/v2/{repo}/blobs/uploads/?digest={sha256(b'other')}", b"data", OCTETS
     )
-    assert wrong.status == 400 and error_code(wrong) == "DIGEST_INVALID"
-    missing = manifest(config, [b"never pushed"])
+    assert wrong.status == 400 and wrong.code == "DIGEST_INVALID"
+    config_blob = Blob(config, OCI_CONFIG)
+    missing = image_of(config_blob, [Blob(b"never pushed", OCI_LAYER_TAR)]).manifest
     reply = request(
         front, "PUT", f"/v2/{repo}/manifests/broken", missing, {"Content-Type": OCI_MANIFEST}
     )
-    assert reply.status == 400 and error_code(reply) == "MANIFEST_BLOB_UNKNOWN"
+    assert reply.status == 400 and reply.code == "MANIFEST_BLOB_UNKNOWN"
 
-    payload = manifest(config, [layer, chunked])
-    push_manifest(front, repo, "v1", payload)
+    payload = image_of(config_blob, [Blob(layer, OCI_LAYER_TAR), Blob(chunked, OCI_LAYER_TAR)])
+    push_manifest(front, repo, "v1", payload.manifest, payload.media_type)
     for address in everywhere(topology):
         assert request(address, "GET", f"/v2/{repo}/blobs/{sha256(chunked)}").body == chunked
         reply = request(address, "HEAD", f"/v2/{repo}/manifests/v1")
-        assert reply.status == 200 and reply.header("Docker-Content-Digest") == sha256(payload)
+        assert reply.status == 200 and reply.header("Docker-Content-Digest") == payload.digest
     reply = request(front, "GET", f"/v2/{repo}/manifests/broken")
-    assert reply.status == 404 and error_code(reply) == "MANIFEST_UNKNOWN"
+    assert reply.status == 404 and reply.code == "MANIFEST_UNKNOWN"
 
 
 def test_pull(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    payload, layer = push_image(front, repo, "latest", 100_000)
+    image = push_image(front, repo, random_image(layer_sizes=(100_000,)), "latest")
+    payload, layer = image.manifest, image.layers[0].data
 
     by_tag = request(front, "GET", f"/v2/{repo}/manifests/latest", headers={"Accept": OCI_MANIFEST})
     assert by_tag.status == 200 and by_tag.body == payload
@@ -143,17 +118,17 @@ def test_pull(topology: Topology, repo: str) -> None:
     assert ranged.header("Content-Range") == f"bytes 1000-1999/{len(layer)}"
 
     unknown = request(front, "GET", f"/v2/{repo}/blobs/{sha256(b'nothing')}")
-    assert unknown.status == 404 and error_code(unknown) == "BLOB_UNKNOWN"
+    assert unknown.status == 404 and unknown.code == "BLOB_UNKNOWN"
     unknown = request(front, "GET", f"/v2/{repo}/manifests/missing")
-    assert unknown.status == 404 and error_code(unknown) == "MANIFEST_UNKNOWN"
+    assert unknown.status == 404 and unknown.code == "MANIFEST_UNKNOWN"
 
 
 def test_content_discovery(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    subject, layer = push_image(front, repo, "base", 1000)
+    subject = push_image(front, repo, random_image(layer_sizes=(1000,)), "base")
     tags = [f"t{i:02d}" for i in range(7)]
     for tag in tags:
-        push_manifest(front, repo, tag, subject)
+        push_manifest(front, repo, tag, subject.manifest, subject.media_type)
 
     page = request(front, "GET", f"/v2/{repo}/tags/list?n=3")
     assert page.json()["tags"] == ["base", "t00", "t01"]
@@ -163,31 +138,22 @@ def test_content_discovery(topology: Topology, repo: str) -> None:
     assert page.json()["tags"] == ["t02", "t03", "t04"]
     assert request(front, "GET", f"/v2/{repo}/tags/list").json()["tags"] == ["base", *tags]
 
-    empty = b"{}"
-    push_blob(front, repo, empty)
+    push_blob(front, repo, EMPTY_CONFIG.data)
     signatures = []
     for kind in ("application/vnd.example.sbom", "application/vnd.example.signature"):
-        artifact = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "artifactType": kind,
-                "config": descriptor(empty, "application/vnd.oci.empty.v1+json"),
-                "layers": [descriptor(layer, OCI_LAYER)],
-                "subject": descriptor(subject, OCI_MANIFEST),
-            }
-        ).encode()
-        reply = push_manifest(front, repo, sha256(artifact), artifact)
-        assert reply.header("OCI-Subject") == sha256(subject)
-        signatures.append(sha256(artifact))
+        # The artifact's one layer is the subject's layer, already in the repository.
+        artifact = artifact_of(subject, kind, subject.layers[0])
+        reply = push_manifest(front, repo, artifact.digest, artifact.manifest, OCI_MANIFEST)
+        assert reply.header("OCI-Subject") == subject.digest
+        signatures.append(artifact.digest)
 
     for address in everywhere(topology):
-        found = request(address, "GET", f"/v2/{repo}/referrers/{sha256(subject)}").json()
+        found = request(address, "GET", f"/v2/{repo}/referrers/{subject.digest}").json()
         assert sorted(m["digest"] for m in found["manifests"]) == sorted(signatures)
     filtered = request(
         front,
         "GET",
-        f"/v2/{repo}/referrers/{sha256(subject)}?artifactType=application/vnd.example.signature",
+        f"/v2/{repo}/referrers/{subject.digest}?artifactType=application/vnd.example.signature",
     )
     assert filtered.header("OCI-Filters-Applied") == "artifactType"
     assert [m["digest"] for m in filtered.json()["manifests"]] == [signatures[1]]
@@ -195,24 +161,26 @@ def test_content_discovery(topology: Topology, repo: str) -> None:
 
 def test_content_management(topology: Topology, repo: str) -> None:
     front = topology.front.address
-    first, layer = push_image(front, repo, "one", 5000)
-    second = manifest(CONFIG, [layer], annotations={"n": "2"})
-    push_manifest(front, repo, "two", second)
+    first = push_image(front, repo, random_image(layer_sizes=(5000,)), "one")
+    # The same config and layer, another manifest.
+    second = image_of(first.config, first.layers, annotations={"n": "2"})
+    push_manifest(front, repo, "two", second.manifest, second.media_type)
+    layer = first.layers[0].data
 
     assert request(front, "DELETE", f"/v2/{repo}/manifests/one").status == 202
     for address in everywhere(topology):
         assert request(address, "GET", f"/v2/{repo}/manifests/one").status == 404
-        assert request(address, "GET", f"/v2/{repo}/manifests/{sha256(first)}").status == 200
+        assert request(address, "GET", f"/v2/{repo}/manifests/{first.digest}").status == 200
     assert request(front, "GET", f"/v2/{repo}/tags/list").json()["tags"] == ["two"]
 
-    assert request(front, "DELETE", f"/v2/{repo}/manifests/{sha256(second)}").status == 202
+    assert request(front, "DELETE", f"/v2/{repo}/manifests/{second.digest}").status == 202
     for address in everywhere(topology):
         assert request(address, "GET", f"/v2/{repo}/manifests/two").status == 404
-        assert request(address, "GET", f"/v2/{repo}/manifests/{sha256(second)}").status == 404
+        assert request(address, "GET", f"/v2/{repo}/manifests/{second.digest}").status == 404
 
     assert request(front, "DELETE", f"/v2/{repo}/blobs/{sha256(layer)}").status == 202
     for address in everywhere(topology):
         gone = request(address, "GET", f"/v2/{repo}/blobs/{sha256(layer)}")
-        assert gone.status == 404 and error_code(gone) == "BLOB_UNKNOWN"
+        assert gone.status == 404 and gone.code == "BLOB_UNKNOWN"
     again = request(front, "DELETE", f"/v2/{repo}/blobs/{sha256(layer)}")
-    assert again.status == 404 and error_code(again) == "BLOB_UNKNOWN"
+    assert again.status == 404 and again.code == "BLOB_UNKNOWN"

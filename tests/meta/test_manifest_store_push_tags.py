@@ -9,22 +9,11 @@ import itertools
 
 import pytest
 
-from moorage.meta.base import MetadataStore, MissingReferences, PolicyChanged, TagRefused
+from moorage.meta.errors import MissingReferences, PolicyChanged, TagRefused
+from moorage.meta.protocols import MetadataStore
 from moorage.model import Reference, TagGuard
 from tests.meta.conftest import Opener
-from tests.meta.test_metadata_contract import ACTOR, digest, manifest
-from tests.meta.test_tag_history_contract import ALICE, freeze
-
-
-async def tagged(meta: MetadataStore, tag: str) -> str | None:
-    record = await meta.resolve_tag("repo", tag)
-    return None if record is None else record.digest
-
-
-async def changes(meta: MetadataStore, tag: str) -> list[tuple[str, str | None, str | None]]:
-    """The tag's history, newest first: (action, old digest, new digest)."""
-    events = await meta.tag_history("repo", tag, None, None)
-    return [(e.action, e.old_digest, e.new_digest) for e in events]
+from tests.meta.helpers import ACTOR, ALICE, changes, digest, freeze, manifest, tagged
 
 
 async def test_a_push_points_every_tag_at_the_manifest(meta: MetadataStore) -> None:

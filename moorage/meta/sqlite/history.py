@@ -20,13 +20,13 @@ import bisect
 import sqlite3
 from collections import defaultdict
 
-from moorage.model import Actor, TagAction, TagEvent
+from moorage.meta.rows import EVENT_COLUMNS, EVENT_FIELDS, event_values, tag_event
+from moorage.meta.sqlite.database import Database
+from moorage.meta.tag_changes import Event
+from moorage.model import TagAction, TagEvent
 
-EVENT_FIELDS = (
-    "repository, tag, action, old_digest, new_digest, at, user, address, request_id, rule, reason"
-)
-EVENT_COLUMNS = f"id, {EVENT_FIELDS}"
 _COLUMNS = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
+_NAMES = [column.strip().strip('"') for column in EVENT_FIELDS.split(",")]
 
 # The newest event of a tag's chain, or of a digest's in a repository (:digest NULL: none):
 # from the live row, or else as saved when that row went.
@@ -43,8 +43,7 @@ _DIGEST_HEAD = (
 # One statement per event, as it runs for every tag change: the row and both links.
 _INSERT = (
     f"INSERT INTO tag_events ({EVENT_FIELDS}, tag_previous, digest_previous) VALUES "
-    "(:repository, :tag, :action, :old, :new, :at, :user, :address, :request_id, :rule, "
-    f":reason, {_TAG_HEAD}, {_DIGEST_HEAD})"
+    f"({', '.join(':' + name for name in _NAMES)}, {_TAG_HEAD}, {_DIGEST_HEAD})"
 )
 _HEADS = f"SELECT {_TAG_HEAD}"
 _SAVE_HEAD = (
@@ -87,40 +86,14 @@ def tag_head(
     return head
 
 
-def record(
-    conn: sqlite3.Connection,
-    repo_id: int,
-    repository: str,
-    tag: str,
-    action: TagAction,
-    old: str | None,
-    new: str | None,
-    actor: Actor,
-    now: float,
-    rule: str | None = None,
-    reason: str | None = None,
-) -> int:
+def record(conn: sqlite3.Connection, repo_id: int, event: Event) -> int:
     """Append an event to its chains and return its id. Run it before the change itself; the
     caller then makes the event the head of its tag (``tags.last_event``, or
-    ``advance_tag_head``) and, when it points the tag at ``new``, of that manifest."""
-    cursor = conn.execute(
-        _INSERT,
-        {
-            "repo_id": repo_id,
-            "repository": repository,
-            "tag": tag,
-            "action": action,
-            "old": old,
-            "new": new,
-            "digest": new if action in _POINTING else None,
-            "at": now,
-            "user": actor.user,
-            "address": actor.address,
-            "request_id": actor.request_id,
-            "rule": rule,
-            "reason": reason,
-        },
-    )
+    ``advance_tag_head``) and, when it points the tag at its new digest, of that manifest."""
+    args = dict(zip(_NAMES, event_values(event), strict=True))
+    args["repo_id"] = repo_id
+    args["digest"] = event.new_digest if event.action in _POINTING else None
+    cursor = conn.execute(_INSERT, args)
     assert cursor.lastrowid is not None
     return cursor.lastrowid
 
@@ -146,10 +119,10 @@ def save_digest_head(conn: sqlite3.Connection, repo_id: int, repository: str, di
 
 
 def _events(rows: sqlite3.Cursor) -> list[TagEvent]:
-    return [TagEvent(*row) for row in rows]
+    return [tag_event(row) for row in rows]
 
 
-def tag_events(
+def _tag_events(
     conn: sqlite3.Connection,
     repo_id: int | None,
     repository: str,
@@ -177,7 +150,7 @@ def tag_events(
     return _events(conn.execute(_TAG_CHAIN + " ORDER BY e.id DESC", (start, 0, bound)))
 
 
-def tag_at(
+def _tag_at(
     conn: sqlite3.Connection, repo_id: int | None, repository: str, tag: str, before: float
 ) -> TagEvent | None:
     """The tag's newest change (refusals aside) made before the time ``before``."""
@@ -188,10 +161,10 @@ def tag_at(
         _TAG_CHAIN + " WHERE e.at < ? AND e.action != 'refused' ORDER BY e.id DESC LIMIT 1",
         (start, 0, -1, before),
     ).fetchone()
-    return None if row is None else TagEvent(*row)
+    return None if row is None else tag_event(row)
 
 
-def digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
+def _digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
     """Every change that pointed a tag at ``digest``, in any repository, and each such tag's
     next change (which pointed it away), oldest first."""
     pointed = _events(conn.execute(_DIGEST_CHAINS, (digest,)))
@@ -216,3 +189,18 @@ def digest_events(conn: sqlite3.Connection, digest: str) -> list[TagEvent]:
         )
         pointed.extend(_events(rows))
     return sorted(pointed, key=lambda e: e.id)
+
+
+class History(Database):
+    """The history queries of the store (``ManifestStore``), over the chains."""
+
+    async def tag_history(
+        self, repository: str, tag: str, limit: int | None, before: int | None
+    ) -> list[TagEvent]:
+        return _tag_events(self._reader, self._repo_id(repository), repository, tag, limit, before)
+
+    async def tag_at(self, repository: str, tag: str, before: float) -> TagEvent | None:
+        return _tag_at(self._reader, self._repo_id(repository), repository, tag, before)
+
+    async def digest_events(self, digest: str) -> list[TagEvent]:
+        return _digest_events(self._reader, digest)

@@ -1,9 +1,17 @@
-"""The metadata protocol (its records live in ``moorage.model``).
+"""The metadata store, one protocol per concern (its records live in ``moorage.model``, its
+errors in ``moorage.meta.errors``).
 
 A backend keeps every fact about the registry except blob bytes: which blobs each repository
-holds, manifests (their bytes included) and what they reference, tags, and upload sessions.
-Every method that changes more than one row is one transaction; ``tests/meta`` runs the same
-suite against every backend.
+holds (``BlobStore``), manifests (their bytes included), what they reference, tags and their
+history (``ManifestStore``), the tag policy in force (``PolicyStore``), the images the admission
+webhook pinned (``PinStore``) and upload sessions (``UploadStore``). ``MetadataStore`` is all of
+them, plus opening and closing; code that needs one concern types its dependency with that
+concern's protocol.
+
+Every method that changes more than one row is one transaction. The guarded tag changes
+(``put_manifest``, ``delete_manifest``, ``delete_tag``, ``restore_tag``, ``unlink_blob``)
+follow the rules of ``moorage.meta.tag_changes``, whatever the backend. ``tests/meta`` runs
+one suite per protocol against every backend.
 """
 
 from __future__ import annotations
@@ -11,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from moorage.errors import Unavailable
 from moorage.model import (
     REGISTRY_ACTOR,
     Actor,
@@ -20,82 +27,16 @@ from moorage.model import (
     PolicyChange,
     PolicyRecord,
     PutResult,
-    Reference,
     ReferrerRecord,
-    Refusal,
     TagEvent,
     TagGuard,
     Upload,
 )
 
 
-class MetadataError(Exception):
-    pass
+class BlobStore(Protocol):
+    """Blobs stored once, linked into the repositories that hold them."""
 
-
-class MetadataUnavailable(MetadataError, Unavailable):
-    """The metadata store cannot be reached or cannot serve now (a database server is down,
-    refuses connections, or runs out of resources); the request may succeed later."""
-
-    service = "the metadata store"
-
-
-class MissingReferences(MetadataError):
-    def __init__(self, missing: Sequence[Reference]) -> None:
-        self.missing = tuple(missing)
-        super().__init__(", ".join(f"{r.kind} {r.digest}" for r in self.missing))
-
-
-class TagRefused(MetadataError):
-    """A guard refused a tag change, or several tags of one push; each refusal is recorded in
-    its tag's history. ``refusal`` is the first of ``refusals``."""
-
-    def __init__(self, refusal: Refusal, *more: Refusal) -> None:
-        self.refusal = refusal
-        self.refusals = (refusal, *more)
-        super().__init__("; ".join(r.message for r in self.refusals))
-
-
-class PolicyChanged(MetadataError):
-    """The stored tag policy is no longer the one a guard enforces; nothing was changed.
-    Make a guard from the policy in force and try again."""
-
-    def __init__(self, guarded: int, stored: int) -> None:
-        self.stored = stored
-        super().__init__(f"the tag policy is at version {stored}, not {guarded}")
-
-
-class ManifestNotFound(MetadataError):
-    pass
-
-
-class UploadNotFound(MetadataError):
-    pass
-
-
-class UploadBusy(MetadataError):
-    """Another request holds the upload's lease: ``owner`` holds it as ``lease_until``."""
-
-    def __init__(self, upload_id: str, owner: str = "", lease_until: float = 0.0) -> None:
-        super().__init__(upload_id)
-        self.owner = owner
-        self.lease_until = lease_until
-
-
-class UploadOffsetMismatch(MetadataError):
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        super().__init__(f"upload is at offset {offset}")
-
-
-class MetadataStore(Protocol):
-    async def connect(self) -> None:
-        """Fail now, with the reason, if the store cannot be used (a server unreachable, a
-        schema at another version) rather than on the first request."""
-
-    async def close(self) -> None: ...
-
-    # -- blobs --------------------------------------------------------------------------------
     async def add_blob(self, repository: str, digest: str, size: int) -> None:
         """Record a stored blob and link it into ``repository``."""
 
@@ -122,7 +63,10 @@ class MetadataStore(Protocol):
         recorded in that tag's history as made by ``actor``.
         """
 
-    # -- manifests and tags -------------------------------------------------------------------
+
+class ManifestStore(Protocol):
+    """Manifests (bytes included) and their references, tags, and the history of every tag."""
+
     async def put_manifest(
         self,
         repository: str,
@@ -138,7 +82,8 @@ class MetadataStore(Protocol):
         All or nothing: raises MissingReferences, changing nothing, if a referenced blob or
         child manifest is not in the repository; TagRefused if ``guard`` refuses any of the
         tags, storing nothing but one refusal in the history of each refused tag (the guard
-        is asked about every tag, so the error names all of them).
+        is asked about every tag, so the error names all of them). A push without tags
+        judges nothing, so its guard's policy version is not checked.
         """
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None: ...
@@ -168,7 +113,17 @@ class MetadataStore(Protocol):
         such manifest; TagRefused if the guard refuses.
         """
 
-    # -- tag history --------------------------------------------------------------------------
+    async def repository_exists(self, repository: str) -> bool: ...
+
+    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
+        """Tags in lexical order after ``last``."""
+
+    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
+
+    async def referrers(
+        self, repository: str, subject: str, artifact_type: str | None
+    ) -> list[ReferrerRecord]: ...
+
     async def tag_history(
         self, repository: str, tag: str, limit: int | None, before: int | None
     ) -> list[TagEvent]:
@@ -180,7 +135,10 @@ class MetadataStore(Protocol):
     async def digest_events(self, digest: str) -> list[TagEvent]:
         """Every change that pointed a tag at ``digest`` or away from it, oldest first."""
 
-    # -- tag policy ---------------------------------------------------------------------------
+
+class PolicyStore(Protocol):
+    """The tag policy in force, versioned, and the record of its changes."""
+
     async def policy_version(self) -> int:
         """The version of the policy in force (0 when none was ever set)."""
 
@@ -194,18 +152,10 @@ class MetadataStore(Protocol):
     async def policy_changes(self, limit: int | None) -> list[PolicyChange]:
         """Changes to the policy, newest first."""
 
-    async def repository_exists(self, repository: str) -> bool: ...
 
-    async def list_tags(self, repository: str, limit: int | None, last: str | None) -> list[str]:
-        """Tags in lexical order after ``last``."""
+class PinStore(Protocol):
+    """The images the admission webhook pinned to a digest."""
 
-    async def list_repositories(self, limit: int | None, last: str | None) -> list[str]: ...
-
-    async def referrers(
-        self, repository: str, subject: str, artifact_type: str | None
-    ) -> list[ReferrerRecord]: ...
-
-    # -- admission pins ------------------------------------------------------------------------
     async def record_pins(self, pins: Sequence[PinRecord]) -> None: ...
 
     async def list_pins(
@@ -218,7 +168,10 @@ class MetadataStore(Protocol):
     ) -> list[PinRecord]:
         """Pins matching the filters that are given, newest first, with ids below ``before``."""
 
-    # -- uploads ------------------------------------------------------------------------------
+
+class UploadStore(Protocol):
+    """Upload sessions: their progress, and the lease that lets one request write at a time."""
+
     async def create_upload(self, upload: Upload) -> None: ...
 
     async def get_upload(self, upload_id: str, repository: str) -> Upload | None: ...
@@ -279,4 +232,16 @@ class MetadataStore(Protocol):
 
     async def delete_upload(self, upload_id: str) -> None: ...
 
-    async def expired_uploads(self, updated_before: float) -> list[Upload]: ...
+    async def expired_uploads(self, updated_before: float) -> list[Upload]:
+        """Sessions idle since before ``updated_before`` whose lease has run out (by the
+        store's clock)."""
+
+
+class MetadataStore(BlobStore, ManifestStore, PolicyStore, PinStore, UploadStore, Protocol):
+    """The whole store, as the server builds it (``moorage.backends``)."""
+
+    async def connect(self) -> None:
+        """Fail now, with the reason, if the store cannot be used (a server unreachable, a
+        schema at another version) rather than on the first request."""
+
+    async def close(self) -> None: ...

@@ -123,7 +123,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX pins_by_image ON pins (repository, tag, id);
     CREATE INDEX pins_by_namespace ON pins (namespace, id);
     """,
-    # Tag history as chains (sqlite_history): link every event to the previous one of its
+    # Tag history as chains (history.py): link every event to the previous one of its
     # tag and of the digest it points at, keep each chain's newest event in the tags or
     # manifests row, then drop the two indexes every tag write used to pay for.
     """

@@ -1,6 +1,6 @@
 """Versioned PostgreSQL schema, applied by ``moorage migrate`` (and by ``moorage serve`` first).
 
-The tables mirror the SQLite schema (``sqlite_schema.py``) with PostgreSQL types: ``bytea``
+The tables mirror the SQLite schema (``sqlite/schema.py``) with PostgreSQL types: ``bytea``
 for manifest payloads and hash states, ``double precision`` for times (the protocol's float
 seconds since the epoch), identity columns for ids. Names, tags and digests are ``COLLATE
 "C"``: they sort byte-wise, as in SQLite, whatever the database's default collation, so tag
@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from moorage.meta.base import MetadataUnavailable
+from moorage.meta.errors import MetadataUnavailable
 
 
 @dataclass(frozen=True, slots=True)

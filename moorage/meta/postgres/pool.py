@@ -22,7 +22,7 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from moorage.meta.base import MetadataError
+from moorage.meta.errors import MetadataError
 
 #: An ``asyncpg.Connection``.
 Connection = Any
@@ -45,6 +45,11 @@ class Pool:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection (every one is in use)."""
+        return sum(not waiter.done() for waiter in self._waiters)
 
     async def fill(self, count: int) -> None:
         """Open connections until ``count`` are open (the pool's minimum)."""
