@@ -38,6 +38,7 @@ test: $(DEV)
 lint: $(DEV)
 	$(BIN)/ruff check moorage tests benchmarks
 	$(BIN)/ruff format --check moorage tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy
