@@ -113,10 +113,15 @@ class TagPort(Protocol):
         """The store's clock."""
 
     async def read_push(
-        self, repository: str, tags: Sequence[str], references: Sequence[Reference]
+        self,
+        repository: str,
+        tags: Sequence[str],
+        references: Sequence[Reference],
+        policy: bool = True,
     ) -> PushState:
-        """The tags' current digests, the missing references and the policy version; creates
-        the repository if it does not exist (a push always stores something)."""
+        """The tags' current digests, the missing references and (with ``policy``; else it
+        may be 0) the policy version; creates the repository if it does not exist (a push
+        always stores something)."""
 
     async def write_push(
         self, repository: str, manifest: ManifestRecord, events: Sequence[Event], now: float
@@ -220,8 +225,9 @@ async def put_manifest(
 ) -> PutResult | TagRefused:
     names = push_tags(tags)
     digest = manifest.digest
-    state = await port.read_push(repository, names, manifest.references)
-    if names:
+    judged = bool(names) and guard is not None and guard.policy_version is not None
+    state = await port.read_push(repository, names, manifest.references, judged)
+    if judged:
         check_policy(guard, state.policy_version)
     if state.missing:
         raise MissingReferences(state.missing)

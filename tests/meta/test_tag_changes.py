@@ -36,7 +36,11 @@ class MemoryPort:
         return NOW
 
     async def read_push(
-        self, repository: str, tags: Sequence[str], references: Sequence[Reference]
+        self,
+        repository: str,
+        tags: Sequence[str],
+        references: Sequence[Reference],
+        policy: bool = True,
     ) -> PushState:
         self.calls.append(f"read_push {list(tags)}")
         present = self.blobs | self.manifests

@@ -185,8 +185,14 @@ class PostgresTagPort:
         return self._clock()
 
     async def read_push(
-        self, repository: str, tags: Sequence[str], references: Sequence[Reference]
+        self,
+        repository: str,
+        tags: Sequence[str],
+        references: Sequence[Reference],
+        policy: bool = True,
     ) -> PushState:
+        # The version comes with the tags and references in one query: reading it costs
+        # nothing more, so ``policy`` changes nothing here.
         repo_id = self._repo_id = await self._t.ensure_repo(repository, self._clock())
         if not tags and not references:
             return PushState(0, (), ())

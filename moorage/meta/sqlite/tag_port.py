@@ -97,10 +97,14 @@ class SQLiteTagPort:
         return self._repo_id
 
     async def read_push(
-        self, repository: str, tags: Sequence[str], references: Sequence[Reference]
+        self,
+        repository: str,
+        tags: Sequence[str],
+        references: Sequence[Reference],
+        policy: bool = True,
     ) -> PushState:
         conn = self._conn
-        version = stored_policy_version(conn)
+        version = stored_policy_version(conn) if policy else 0
         repo_id = self._repo_id = ensure_repo(conn, repository, self._clock())
         missing = [ref for ref in references if not _has(conn, repo_id, ref)]
         current = [_tag_digest(conn, repo_id, tag) for tag in tags]
