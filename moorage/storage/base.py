@@ -15,14 +15,58 @@ and that ``tests/storage`` checks for each of them:
   aborted), ``open_writer`` of the same key raises ``WriterBusy`` (filesystem: a lock the
   kernel drops when the process dies; memory), or the later of two writers to store fails
   (S3: descriptors are replaced ``If-Match``, segments never change).
+- ``list_objects`` lists what ``list_keys`` does, with each object's size and age; ``sweep``
+  removes the driver's own leftovers older than the time it is given (what crashed writers
+  left), never anything an object uses, and a dry run reports the same without removing.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Protocol
 
 from moorage.errors import StoredDataMissing, Unavailable
+from moorage.sizes import human_size
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """An object as a listing finds it."""
+
+    key: str
+    #: The object's size, as ``stat`` gives it (for an S3 object made of segments, the
+    #: logical size its descriptor records, not the descriptor's own).
+    size: int
+    #: Unix time of its last write (filesystem mtime, S3 LastModified of the object or of
+    #: its descriptor).
+    modified: float
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What a driver's sweep of its own leftovers removed (or, for a dry run, would)."""
+
+    items: int = 0
+    bytes: int = 0
+    #: One short line per kind of leftover, for people ("3 unreferenced segments, 12.0 MiB").
+    lines: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, *kinds: tuple[str, str, int, int | None]) -> SweepReport:
+        """A report of ``(one, many, count, bytes)`` per kind of leftover: its name in the
+        singular and the plural, how many, and their bytes (None where bytes do not count,
+        as for directories). Kinds with none are left out."""
+        found = [kind for kind in kinds if kind[2]]
+        return cls(
+            sum(count for _, _, count, _ in found),
+            sum(size or 0 for _, _, _, size in found),
+            tuple(
+                f"{count} {one if count == 1 else many}"
+                + ("" if size is None else f", {human_size(size)}")
+                for one, many, count, size in found
+            ),
+        )
 
 
 class StorageError(Unavailable):
@@ -107,6 +151,21 @@ class StorageDriver(Protocol):
 
     def list_keys(self, prefix: str) -> AsyncIterator[str]:
         """Every key that starts with ``prefix``, in no particular order."""
+
+    def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
+        """Every object whose key starts with ``prefix``, with its size and when it was last
+        written, in no particular order: what ``list_keys`` lists (never a writer's private
+        files, nor S3 segments). Objects deleted while the listing runs may be left out."""
+
+    async def sweep(self, older_than: float, *, dry_run: bool = False) -> SweepReport:
+        """Remove (or, for a dry run, only count: the report is the same) the driver's own
+        leftovers last written before the Unix time ``older_than``: what crashed writers and
+        commits left behind (filesystem: temporary files and empty directories; S3: segments
+        no descriptor names, unfinished multipart uploads; memory: nothing). Never anything
+        an object still uses, nor anything last written at or after ``older_than``: a writer
+        at work loses nothing, as long as ``older_than`` lies further back than a writer
+        takes to name the bytes it stores (S3: to complete a segment and write the
+        descriptor)."""
 
     async def download_url(self, key: str, expires: float) -> str | None:
         """A URL clients can fetch the object from directly for ``expires`` seconds, or None

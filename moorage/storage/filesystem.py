@@ -6,6 +6,14 @@ start background ``fdatasync`` calls while a large object streams in, so the fin
 ``commit`` has little left to flush. A writer's ``checkpoint`` is such a sync too, started once
 the bytes written so far have reached the file (the first one also syncs the directory that
 holds the file), while the following bytes go on being written.
+
+Leftovers (``sweep``): a ``put`` whose process died leaves its temporary file
+(``.<name>.<16 hex digits>.tmp``, beside the object it was to become; never listed, and keys
+of that shape are refused), and deleted objects leave empty directories. Nothing else is
+private to a writer: ``open_writer`` writes the object's own file, and ``commit`` renames it.
+Empty directories are removed only when they last changed before the sweep's time, and every
+write that creates a file makes its directory again if a sweep removed it meanwhile
+(``_create_file``, ``_move``).
 """
 
 from __future__ import annotations
@@ -15,17 +23,66 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+import stat
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 
-from moorage.storage.base import Chunk, ObjectNotFound, StorageError, WriterBusy
+from moorage.storage.base import (
+    Chunk,
+    ObjectNotFound,
+    StorageError,
+    StoredObject,
+    SweepReport,
+    WriterBusy,
+)
 
 _BUFFER = 1024 * 1024
 _SYNC_EVERY = 64 * 1024 * 1024
 _READ_CHUNK = 512 * 1024
 #: preadv flag: copy only what is in the page cache (Linux 4.14+); 0 where it does not exist.
 _RWF_NOWAIT: int = getattr(os, "RWF_NOWAIT", 0)
+
+
+#: Temporary files of ``put``: ``.<name>.<16 hex digits>.tmp``.
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{16}\.tmp", re.DOTALL)
+#: The kinds of leftovers ``sweep`` reports.
+TEMPORARY_FILES = ("temporary file of an unfinished write", "temporary files of unfinished writes")
+EMPTY_DIRECTORIES = ("empty directory", "empty directories")
+#: Attempts at creating a file whose directory a sweep keeps removing.
+_CREATE_ATTEMPTS = 5
+
+
+def _is_temporary(name: str) -> bool:
+    """A temporary file of ``put``, never an object."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def _create_file(path: Path, flags: int) -> int:
+    """``os.open`` a file to be created in a directory made first, and made again if a
+    sweep removed it (then empty) between the two."""
+    for _ in range(_CREATE_ATTEMPTS):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            continue
+    raise StorageError(f"cannot create {path}: its directory keeps disappearing")
+
+
+def _move(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, making the target's directory first (and again if a
+    sweep removed it meanwhile); ObjectNotFound if the source is gone."""
+    for _ in range(_CREATE_ATTEMPTS):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            return
+        except FileNotFoundError:
+            if not source.exists():
+                raise ObjectNotFound(str(source)) from None
+    raise StorageError(f"cannot move {source} to {target}: its directory keeps disappearing")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -175,6 +232,8 @@ class FilesystemDriver:
         parts = key.split("/")
         if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
             raise StorageError(f"invalid storage key {key!r}")
+        if _is_temporary(parts[-1]):
+            raise StorageError(f"storage key {key!r} has the shape of a temporary file")
         return self.root.joinpath(*parts)
 
     async def stat(self, key: str) -> int | None:
@@ -258,10 +317,10 @@ class FilesystemDriver:
         await asyncio.to_thread(self._put, self._path(key), data)
 
     def _put(self, path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = _create_file(temp, os.O_WRONLY | os.O_EXCL)
         try:
-            with open(temp, "wb") as handle:
+            with open(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -278,8 +337,7 @@ class FilesystemDriver:
         lease can never write into bytes a later writer has taken over."""
         path = self._path(key)
         if offset == 0:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = _create_file(path, os.O_WRONLY)
         else:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -314,8 +372,7 @@ class FilesystemDriver:
         if target.exists():
             source.unlink()
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
+        _move(source, target)
         _fsync_dir(target.parent)
 
     async def delete(self, key: str) -> bool:
@@ -334,16 +391,100 @@ class FilesystemDriver:
                 yield key
 
     def _walk(self, start: Path) -> list[str]:
-        keys: list[str] = []
+        return [key for key, _ in self._files(start)]
+
+    def _files(self, start: Path) -> Iterator[tuple[str, Path]]:
+        """(key, path) of the objects under ``start`` (temporary files left out)."""
         for dirpath, _dirs, files in os.walk(start):
             rel = Path(dirpath).relative_to(self.root)
             for name in files:
-                if not (name.startswith(".") and name.endswith(".tmp")):
-                    keys.append(str(rel / name) if str(rel) != "." else name)
-        return keys
+                if not _is_temporary(name):
+                    yield (str(rel / name) if str(rel) != "." else name), Path(dirpath, name)
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / base if base else self.root
+        for found in await asyncio.to_thread(self._stat_all, start, prefix):
+            yield found
+
+    def _stat_all(self, start: Path, prefix: str) -> list[StoredObject]:
+        found = []
+        for key, path in self._files(start):
+            if key.startswith(prefix):
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    info = path.stat()
+                    found.append(StoredObject(key, info.st_size, info.st_mtime))
+        return found
+
+    async def sweep(self, older_than: float, *, dry_run: bool = False) -> SweepReport:
+        """Temporary files of ``put`` calls that never finished (their process died), and
+        directories left empty, both last changed before ``older_than``: one walk of the
+        tree, the leaves first."""
+        found = _Sweep(self.root, older_than, dry_run)
+        try:
+            await asyncio.to_thread(found.directory, self.root)
+        except OSError as exc:
+            raise StorageError(f"sweep of {self.root} failed: {exc}") from exc
+        return SweepReport.of(
+            (*TEMPORARY_FILES, found.files, found.size),
+            (*EMPTY_DIRECTORIES, found.directories, None),
+        )
 
     async def download_url(self, key: str, expires: float) -> str | None:
         return None
 
     async def close(self) -> None:
         return None
+
+
+class _Sweep:
+    """One sweep's walk of the tree, and what it removed (or, for a dry run, would)."""
+
+    def __init__(self, root: Path, older_than: float, dry_run: bool) -> None:
+        self.root = root
+        self.older_than = older_than
+        self.dry_run = dry_run
+        self.files = self.size = self.directories = 0
+
+    def directory(self, path: Path) -> bool:
+        """Sweep a directory's leftovers, then the directory if that left it empty and it
+        last changed before the sweep's time (as it was before the sweep removed anything:
+        a directory just made for a new file is young). True if it is gone (or would be)."""
+        try:
+            old = os.stat(path).st_mtime < self.older_than
+            entries = list(os.scandir(path))
+        except FileNotFoundError:
+            return True  # removed meanwhile
+        kept = 0
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                kept += not self.directory(Path(entry.path))
+            elif not (_is_temporary(entry.name) and self._temporary(entry)):
+                kept += 1
+        if kept or not old or path == self.root:
+            return False
+        if not self.dry_run:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return False  # a writer has just made a file in it
+                raise StorageError(f"cannot remove {path}: {exc}") from exc
+        self.directories += 1
+        return True
+
+    def _temporary(self, entry: os.DirEntry[str]) -> bool:
+        """Remove an old temporary file; True if it is gone (or would be)."""
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= self.older_than:
+                return False
+            if not self.dry_run:
+                os.unlink(entry.path)
+        except FileNotFoundError:
+            return True  # removed, or renamed into place (then its directory stays)
+        self.files += 1
+        self.size += info.st_size
+        return True

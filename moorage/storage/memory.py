@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 
-from moorage.storage.base import ObjectNotFound, WriterBusy
+from moorage.storage.base import ObjectNotFound, StoredObject, SweepReport, WriterBusy
 
 _READ_CHUNK = 1 << 20
 
 
 class MemoryWriter:
-    def __init__(self, store: dict[str, bytearray], key: str, open_keys: set[str]) -> None:
+    def __init__(
+        self,
+        store: dict[str, bytearray],
+        key: str,
+        open_keys: set[str],
+        modified: dict[str, float],
+    ) -> None:
         self._store = store
         self._key = key
         self._open_keys = open_keys
+        self._modified = modified
 
     @property
     def size(self) -> int:
@@ -22,6 +30,7 @@ class MemoryWriter:
 
     async def write(self, data: bytes) -> None:
         self._store.setdefault(self._key, bytearray()).extend(data)
+        self._modified[self._key] = time.time()
 
     async def checkpoint(self) -> Awaitable[None]:
         """Every write is already as durable as this driver gets (the process's memory)."""
@@ -39,6 +48,7 @@ class MemoryWriter:
 class MemoryDriver:
     def __init__(self) -> None:
         self._objects: dict[str, bytearray] = {}
+        self._modified: dict[str, float] = {}
         self._writing: set[str] = set()  # keys with an open writer
 
     async def stat(self, key: str) -> int | None:
@@ -64,6 +74,7 @@ class MemoryDriver:
 
     async def put(self, key: str, data: bytes) -> None:
         self._objects[key] = bytearray(data)
+        self._modified[key] = time.time()
 
     async def open_writer(self, key: str, offset: int = 0) -> MemoryWriter:
         if key in self._writing:
@@ -75,22 +86,36 @@ class MemoryDriver:
             self._objects[key] = bytearray()
         else:
             del current[offset:]
+        self._modified[key] = time.time()
         self._writing.add(key)
-        return MemoryWriter(self._objects, key, self._writing)
+        return MemoryWriter(self._objects, key, self._writing, self._modified)
 
     async def commit(self, source: str, target: str) -> None:
         data = self._objects.pop(source, None)
         if data is None:
             raise ObjectNotFound(source)
-        self._objects.setdefault(target, data)
+        modified = self._modified.pop(source, time.time())
+        if target not in self._objects:
+            self._objects[target] = data
+            self._modified[target] = modified
 
     async def delete(self, key: str) -> bool:
+        self._modified.pop(key, None)
         return self._objects.pop(key, None) is not None
 
     async def list_keys(self, prefix: str) -> AsyncIterator[str]:
         for key in list(self._objects):
             if key.startswith(prefix):
                 yield key
+
+    async def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
+        for key, data in list(self._objects.items()):
+            if key.startswith(prefix):
+                yield StoredObject(key, len(data), self._modified.get(key, 0.0))
+
+    async def sweep(self, older_than: float, *, dry_run: bool = False) -> SweepReport:
+        """Nothing is ever left behind in memory."""
+        return SweepReport()
 
     async def download_url(self, key: str, expires: float) -> str | None:
         return None

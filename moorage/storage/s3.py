@@ -34,6 +34,8 @@ Operations (``s3_descriptor.py`` has the descriptor format):
   target exists, the source and its segments are deleted instead. Blobs under
   ``compact_limit`` bytes are stored at the target as one plain object (one GET at read).
 - ``delete`` removes the descriptor first, then its segments.
+- ``list_keys`` is LIST (segments left out); ``list_objects`` adds a HEAD per object that may
+  be a descriptor, for its logical size; ``sweep`` reads every descriptor (``s3_garbage.py``).
 
 Crash safety: every object is written whole (PUT, or a completed multipart upload), a
 descriptor is replaced only after the segments it names are stored, and segments are deleted
@@ -41,8 +43,8 @@ only after no descriptor names them, so a crash leaves no visible partial data a
 descriptor pointing at a missing segment. A crash inside ``commit``, after the target exists
 and before the source is gone, leaves both descriptors naming the same segments; the source
 then says it moved to the target, and deleting or rewriting the source spares the segments
-the target names. What a crash can leave behind is garbage: segments no descriptor names, and
-unfinished multipart uploads (give the bucket a lifecycle rule that aborts those after a day).
+the target names. A crash can leave garbage: segments no descriptor names and unfinished
+multipart uploads, which ``sweep`` removes once old enough (``s3_garbage.py``).
 """
 
 from __future__ import annotations
@@ -54,10 +56,10 @@ import secrets
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from moorage.storage.base import ObjectNotFound, StorageError
+from moorage.storage import s3_garbage
+from moorage.storage.base import ObjectNotFound, StorageError, StoredObject, SweepReport
 from moorage.storage.s3_bucket import Bucket, Conflict, Connection, translated
 from moorage.storage.s3_config import (
     MAX_AHEAD,
@@ -67,6 +69,8 @@ from moorage.storage.s3_config import (
     SEGMENTS,
     SIGNED_RANGE_EXPIRY,
     S3Config,
+    check_key,
+    read_ca,
 )
 from moorage.storage.s3_descriptor import (
     Descriptor,
@@ -120,26 +124,6 @@ def _close_unread(task: asyncio.Task[_Span | None]) -> None:
             span.close()
 
 
-def _read_ca(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read the S3 CA file {path}: {exc.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in pem:
-        raise StorageError(f"the S3 CA file {path} holds no PEM certificate")
-    return pem
-
-
-def _check_key(key: str) -> None:
-    parts = key.split("/")
-    if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
-        raise StorageError(f"invalid storage key {key!r}")
-    if parts[0] == SEGMENTS:
-        raise StorageError(f"storage key {key!r} is reserved for the S3 driver's segments")
-
-
 @dataclass(frozen=True, slots=True)
 class _Found:
     """A logical key as read by one GET: a descriptor, or a plain object and its bytes."""
@@ -173,10 +157,11 @@ class S3Driver:
                     if config.sign_payload is not None
                     else not config.endpoint.startswith("https://")
                 ),
-                root_certificates=_read_ca(config.ca_file),
+                root_certificates=read_ca(config.ca_file),
             )
         )
 
+        self._objects = s3_garbage.Objects(self._bucket, self._prefix)
         #: Segments are read straight off the socket from a plain-HTTP endpoint
         #: (``s3_ranges.py``); over HTTPS through obstore.
         self._ranges: RangeReader | None = None
@@ -192,7 +177,7 @@ class S3Driver:
     # --- paths ------------------------------------------------------------------------------
 
     def _path(self, key: str) -> str:
-        _check_key(key)
+        check_key(key)
         return self._prefix + key
 
     def _segment_path(self, segment_id: str) -> str:
@@ -340,13 +325,16 @@ class S3Driver:
             path = self._segment_path(segments[0].id)
         return self._bucket.sign_get(path, key, expires, self.config.public_endpoint)
 
-    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
-        directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        root = (self._prefix + directory).rstrip("/")
-        async for path in self._bucket.list(root, prefix):
-            key = path[len(self._prefix) :]
-            if key.startswith(prefix) and not key.startswith(f"{SEGMENTS}/"):
-                yield key
+    def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        return self._objects.keys(prefix)
+
+    def list_objects(self, prefix: str) -> AsyncIterator[StoredObject]:
+        """LIST, and a HEAD per object that may be a descriptor (``s3_garbage.py``)."""
+        return self._objects.stored(prefix)
+
+    async def sweep(self, older_than: float, *, dry_run: bool = False) -> SweepReport:
+        """Segments no descriptor names and unfinished multipart uploads (``s3_garbage.py``)."""
+        return await s3_garbage.sweep(self._bucket, self._prefix, older_than, dry_run)
 
     # --- writing ----------------------------------------------------------------------------
 

@@ -33,6 +33,17 @@ class Conflict(StorageError):
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """An object as a LIST finds it (no metadata: S3 lists none)."""
+
+    path: str
+    size: int
+    #: Unix time of its last write (LastModified).
+    modified: float
+    e_tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Connection:
     """Where the bucket is and how to talk to it (see ``S3Config``)."""
 
@@ -173,8 +184,9 @@ class Bucket:
             with translated(key):
                 await obstore.delete_async(self.store, list(paths))
 
-    async def list(self, directory: str, key: str) -> AsyncIterator[str]:
-        """Every object path under ``directory`` (a whole path component, or "")."""
+    async def pages(self, directory: str, key: str) -> AsyncIterator[list[Listed]]:
+        """The objects under ``directory`` (a whole path component, or ""), a LIST page of
+        up to 1000 at a time."""
         stream = obstore.list(self.store, directory or None, chunk_size=1000)
         while True:
             with translated(key):
@@ -182,8 +194,21 @@ class Bucket:
                     batch = await stream.__anext__()
                 except StopAsyncIteration:
                     return
-            for meta in batch:
-                yield meta["path"]
+            yield [
+                Listed(meta["path"], meta["size"], meta["last_modified"].timestamp(), meta["e_tag"])
+                for meta in batch
+            ]
+
+    async def top(self, directory: str, key: str) -> tuple[list[str], list[Listed]]:
+        """One level under ``directory`` (a whole path component, or ""): the paths of the
+        directories in it, and the objects right in it."""
+        with translated(key):
+            found = await obstore.list_with_delimiter_async(self.store, directory or None)
+        objects = [
+            Listed(meta["path"], meta["size"], meta["last_modified"].timestamp(), meta["e_tag"])
+            for meta in found["objects"]
+        ]
+        return list(found["common_prefixes"]), objects
 
     def open_writer(
         self,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from moorage.storage.base import StorageError
+
 MIB = 1 << 20
 SEGMENTS = "_segments"
 #: Chunks obstore's reads yield, and the largest range one GET asks for. Measured on
@@ -64,3 +66,25 @@ class S3Config:
             raise ValueError("concurrency must be at least 1")
         if not self.bucket:
             raise ValueError("bucket must not be empty")
+
+
+def read_ca(path: Path | None) -> bytes | None:
+    """The PEM certificates of ``storage.s3.ca_file``, checked."""
+    if path is None:
+        return None
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read the S3 CA file {path}: {exc.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise StorageError(f"the S3 CA file {path} holds no PEM certificate")
+    return pem
+
+
+def check_key(key: str) -> None:
+    """StorageError unless ``key`` is a logical key (not a segment's)."""
+    parts = key.split("/")
+    if not key or any(p in ("", ".", "..") for p in parts) or "\x00" in key:
+        raise StorageError(f"invalid storage key {key!r}")
+    if parts[0] == SEGMENTS:
+        raise StorageError(f"storage key {key!r} is reserved for the S3 driver's segments")

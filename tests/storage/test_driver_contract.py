@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
-from moorage.storage.base import ObjectNotFound, StorageDriver, StorageError, Writer, WriterBusy
+from moorage.storage.base import (
+    ObjectNotFound,
+    StorageDriver,
+    StorageError,
+    StoredObject,
+    SweepReport,
+    Writer,
+    WriterBusy,
+)
 from tests.storage.conftest import Reopen
+from tests.storage.leftovers import leave_leftovers
 
 
 async def collect(
@@ -364,3 +374,108 @@ async def test_two_writers_of_one_key_never_mix(driver: StorageDriver, reopen: R
         await stalled.close()
     await stalled.abort()
     assert await other.get("uploads/two") == base + b"L" * 500_000
+
+
+# -- what garbage collection needs: objects with their size and age, the leftovers swept -----
+
+#: Seconds a listed time may be off the test's clock (S3 keeps whole seconds).
+SLACK = 2.0
+HOUR = 3600.0
+
+
+async def store_objects(driver: StorageDriver) -> dict[str, bytes]:
+    """Objects of every kind a driver stores: tiny and larger ``put`` objects, an object of
+    several writer sessions, and one committed; the bytes of each."""
+    objects = {"blobs/sha256/aa/tiny": b"tiny", "blobs/sha256/ab/plain": os.urandom(70_000)}
+    for key, data in objects.items():
+        await driver.put(key, data)
+    parts = [os.urandom(n) for n in (1000, 2000)]
+    objects["uploads/w"] = await write_sessions(driver, "uploads/w", parts)
+    parts = [os.urandom(n) for n in (3000, 4000, 5)]
+    objects["blobs/sha256/ac/c"] = await write_sessions(driver, "uploads/c", parts)
+    await driver.commit("uploads/c", "blobs/sha256/ac/c")
+    return objects
+
+
+async def listed(driver: StorageDriver, prefix: str) -> dict[str, StoredObject]:
+    return {found.key: found async for found in driver.list_objects(prefix)}
+
+
+async def check_objects(driver: StorageDriver, objects: dict[str, bytes]) -> None:
+    """The driver holds exactly ``objects``, each whole."""
+    assert sorted([key async for key in driver.list_keys("")]) == sorted(objects)
+    for key, data in objects.items():
+        assert await driver.stat(key) == len(data), key
+        assert await driver.get(key) == data, key
+
+
+async def test_list_objects_with_sizes_and_times(driver: StorageDriver) -> None:
+    started = time.time()
+    objects = await store_objects(driver)
+    ended = time.time()
+    found = await listed(driver, "")
+    assert {key: o.size for key, o in found.items()} == {k: len(d) for k, d in objects.items()}
+    for stored in found.values():
+        assert started - SLACK <= stored.modified <= ended + SLACK, stored
+    assert sorted(found) == sorted([key async for key in driver.list_keys("")])
+    assert sorted(await listed(driver, "blobs/sha256/a")) == [
+        "blobs/sha256/aa/tiny",
+        "blobs/sha256/ab/plain",
+        "blobs/sha256/ac/c",
+    ]
+    assert list(await listed(driver, "uploads/")) == ["uploads/w"]
+    assert list(await listed(driver, "blobs/sha256/ac/c")) == ["blobs/sha256/ac/c"]
+    assert await listed(driver, "nothing/") == {}
+    assert await listed(driver, "blobs/sha256/b") == {}
+
+
+async def test_list_objects_shows_a_writer_s_object_never_its_private_files(
+    driver: StorageDriver,
+) -> None:
+    data = os.urandom(MIB + 7)
+    writer = await driver.open_writer("uploads/open", 0)
+    await write_in_pieces(writer, data)
+    await (await writer.checkpoint())
+    await writer.write(b"more")
+    found = await listed(driver, "")
+    assert list(found) == ["uploads/open"]
+    # What is stored of a writer still open: at least what it checkpointed.
+    assert len(data) <= found["uploads/open"].size <= len(data) + 4
+    await writer.close()
+    assert (await listed(driver, ""))["uploads/open"].size == len(data) + 4
+
+
+async def test_sweep_keeps_young_leftovers_and_every_object(driver: StorageDriver) -> None:
+    objects = await store_objects(driver)
+    expected = await leave_leftovers(driver)
+    assert await driver.sweep(time.time() - HOUR, dry_run=True) == SweepReport()
+    assert await driver.sweep(time.time() - HOUR) == SweepReport()
+    # Still there: a sweep of everything would take them.
+    assert await driver.sweep(time.time() + HOUR, dry_run=True) == expected
+    await check_objects(driver, objects)
+
+
+async def test_sweep_takes_old_leftovers_never_what_an_object_uses(
+    driver: StorageDriver, reopen: Reopen
+) -> None:
+    """A time in the future makes everything old: only leftovers go, even then; a writer
+    still at work keeps what it checkpointed and goes on."""
+    objects = await store_objects(driver)
+    checkpointed = os.urandom(MIB + 3)
+    live = await driver.open_writer("uploads/live", 0)
+    await write_in_pieces(live, checkpointed)
+    await (await live.checkpoint())
+    expected = await leave_leftovers(driver)
+    future = time.time() + HOUR
+    assert await driver.sweep(future, dry_run=True) == expected
+    assert await driver.sweep(future, dry_run=True) == expected  # the dry run took nothing
+    swept = await reopen().sweep(future)
+    assert swept == expected
+    assert await driver.sweep(future) == SweepReport()
+    await live.write(b"tail")
+    await live.close()
+    objects["uploads/live"] = checkpointed + b"tail"
+    await check_objects(driver, objects)
+    assert {o.key: o.size for o in (await listed(driver, "")).values()} == {
+        key: len(data) for key, data in objects.items()
+    }

@@ -1,13 +1,16 @@
 """S3-specific guarantees: the layout in the bucket, multipart segments, commits that copy no
-bytes, what a crash leaves behind, credentials, errors, presigned download URLs."""
+bytes, what a crash leaves behind and how the sweep takes it, credentials, errors, presigned
+download URLs."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,11 +21,14 @@ import pytest
 from obstore.store import S3Store
 
 from moorage.storage import s3 as s3_module
-from moorage.storage.base import ObjectNotFound, StorageError
+from moorage.storage import s3_garbage
+from moorage.storage.base import ObjectNotFound, StorageError, SweepReport
 from moorage.storage.s3 import S3Driver
-from moorage.storage.s3_bucket import Bucket
+from moorage.storage.s3_bucket import Bucket, Listed
 from moorage.storage.s3_config import S3Config
+from moorage.storage.s3_garbage import UNREFERENCED_SEGMENTS
 from tests.storage.conftest import BUCKET, s3_config
+from tests.storage.leftovers import leave_leftovers, unfinished_uploads
 from tests.support.seaweedfs import SeaweedFS
 
 MIB = 1 << 20
@@ -466,3 +472,260 @@ def test_construction_is_cheap_and_validated(seaweedfs: SeaweedFS) -> None:
     assert driver._bucket._store is None
     with pytest.raises(ValueError):
         s3_config(seaweedfs, part_size=1 << 20)
+
+
+# -- what garbage collection needs: logical sizes, and the sweep of leftovers ----------------
+
+HOUR = 3600.0
+
+
+def segments_named(document: dict[str, object]) -> list[str]:
+    segments = document["segments"]
+    assert isinstance(segments, list)
+    return [f"_segments/{id_}" for id_, _, _ in segments]
+
+
+async def test_list_objects_gives_logical_sizes_with_a_head_per_possible_descriptor(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver = S3Driver(s3_config(seaweedfs, compact_limit=4096))
+    await driver.put("tiny", b"ab")  # under 36 bytes: a plain object, LIST says it all
+    await driver.put("plain", b"p" * 100)
+    await write(driver, "uploads/small", b"s" * 3000)
+    await driver.commit("uploads/small", "blobs/compacted")  # a plain object now
+    await write(driver, "uploads/large", b"l" * 5000)
+    await write(driver, "uploads/large", b"L" * 5000, offset=5000)
+    await driver.commit("uploads/large", "blobs/large")  # a descriptor of two segments
+    await write(driver, "uploads/open", b"o" * 7)
+    heads: list[str] = []
+    head = Bucket.head
+
+    async def counted(self: Bucket, path: str, key: str) -> object:
+        heads.append(key)
+        return await head(self, path, key)
+
+    monkeypatch.setattr(Bucket, "head", counted)
+    found = {o.key: o.size async for o in driver.list_objects("")}
+    assert found == {
+        "tiny": 2,
+        "plain": 100,
+        "blobs/compacted": 3000,
+        "blobs/large": 10_000,
+        "uploads/open": 7,
+    }
+    assert sorted(heads) == ["blobs/compacted", "blobs/large", "plain", "uploads/open"]
+    heads.clear()
+    assert sorted([k async for k in driver.list_keys("")]) == sorted(found)
+    assert heads == []  # list_keys is LIST alone
+    await driver.close()
+
+
+async def test_an_orphaned_segment_of_a_failed_writer_is_swept_once_old(
+    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stored its segment and failed to write the descriptor naming it: whether
+    that PUT took effect is unknown, so the writer leaves the segment; the sweep takes it."""
+    await write(driver, "uploads/u", b"kept")
+    original_put = Bucket.put
+
+    async def failing_put(self: Bucket, path: str, key: str, data: bytes, **kwargs: str) -> None:
+        if path.endswith("uploads/u"):
+            raise StorageError("connection lost")
+        await original_put(self, path, key, data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Bucket, "put", failing_put)
+    with pytest.raises(StorageError):
+        await write(driver, "uploads/u", b" and lost", offset=4)
+    monkeypatch.setattr(Bucket, "put", original_put)
+    live = segments_named(await descriptor_of(raw, config, "uploads/u"))
+    (orphan,) = set(await stored(raw, config)) - {"uploads/u", *live}
+
+    assert await driver.sweep(time.time() - HOUR) == SweepReport()  # young: kept
+    taken = SweepReport.of((*UNREFERENCED_SEGMENTS, 1, len(b" and lost")))
+    assert taken.lines == ("1 unreferenced segment, 9 B",)
+    assert await driver.sweep(time.time() + HOUR, dry_run=True) == taken
+    assert orphan in await stored(raw, config)
+    assert await driver.sweep(time.time() + HOUR) == taken
+    assert await stored(raw, config) == sorted(["uploads/u", *live])
+    assert await driver.get("uploads/u") == b"kept"
+
+
+async def test_a_killed_writer_s_multipart_upload_is_aborted_once_old(
+    driver: S3Driver, raw: S3Store, config: S3Config
+) -> None:
+    """A process killed while it sends the parts of a segment never completes nor aborts
+    its multipart upload; the sweep aborts it, and the key stays as it was."""
+    await write(driver, "uploads/u", b"before")
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json, os
+        from moorage.storage.s3 import S3Driver
+        from moorage.storage.s3_config import S3Config
+
+        async def main():
+            driver = S3Driver(S3Config(**json.loads({json.dumps(config.__dict__)!r})))
+            writer = await driver.open_writer("uploads/u", 6)
+            for _ in range(12):
+                await writer.write(os.urandom(1 << 20))
+            await asyncio.sleep(0.5)  # let the first parts arrive
+            os._exit(3)
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode == 3, result.stderr.decode()
+    (unfinished,) = await unfinished_uploads(config)
+    assert unfinished.startswith(f"{config.prefix}/_segments/")
+
+    assert await driver.sweep(time.time() - HOUR) == SweepReport()
+    assert await unfinished_uploads(config) == [unfinished]
+    dry = await driver.sweep(time.time() + HOUR, dry_run=True)
+    assert dry.items == 1 and dry.bytes % (5 * MIB) == 0
+    assert dry.lines[0].startswith("1 unfinished multipart upload, ")
+    assert await unfinished_uploads(config) == [unfinished]
+    assert await driver.sweep(time.time() + HOUR) == dry
+    assert await unfinished_uploads(config) == []
+    assert await driver.get("uploads/u") == b"before"
+    assert await driver.sweep(time.time() + HOUR) == SweepReport()
+
+
+async def test_sweeps_keep_to_their_prefix(seaweedfs: SeaweedFS) -> None:
+    """Registries sharing a bucket each sweep their own leftovers, never another's."""
+    one, two = S3Driver(s3_config(seaweedfs)), S3Driver(s3_config(seaweedfs))
+    await write(two, "uploads/u", b"two's")
+    theirs = await leave_leftovers(two)
+    assert await one.sweep(time.time() + HOUR) == SweepReport()
+    assert await two.sweep(time.time() + HOUR) == theirs
+    assert await two.get("uploads/u") == b"two's"
+    await one.close()
+    await two.close()
+
+
+async def test_an_interrupted_commit_keeps_its_segments_through_sweeps(
+    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two descriptors name one set of segments (the source says it moves to the target);
+    when the source is cut and rewritten, the segments the target names stay, even if the
+    target is not listed: the source names it."""
+    data = os.urandom(3000)
+    await write(driver, "uploads/u", data[:1000])
+    await write(driver, "uploads/u", data[1000:], offset=1000)
+    original_delete = Bucket.delete
+
+    async def failing_delete(self: Bucket, paths: list[str], key: str) -> None:
+        if key == "uploads/u":
+            raise StorageError("connection lost")
+        await original_delete(self, paths, key)
+
+    monkeypatch.setattr(Bucket, "delete", failing_delete)
+    with pytest.raises(StorageError):
+        await driver.commit("uploads/u", "blobs/t")
+    monkeypatch.setattr(Bucket, "delete", original_delete)
+    assert await driver.sweep(time.time() + HOUR) == SweepReport()
+
+    await write(driver, "uploads/u", b"new", offset=0)  # names none of the target's segments
+    source = await descriptor_of(raw, config, "uploads/u")
+    assert source["moved_to"] == ["blobs/t"]
+    target_segments = segments_named(await descriptor_of(raw, config, "blobs/t"))
+    assert not set(target_segments) & set(segments_named(source))
+    pages = Bucket.pages
+
+    async def without_blobs(self: Bucket, directory: str, key: str) -> AsyncIterator[list[Listed]]:
+        if not directory.endswith("/blobs"):
+            async for page in pages(self, directory, key):
+                yield page
+
+    monkeypatch.setattr(Bucket, "pages", without_blobs)
+    assert await driver.sweep(time.time() + HOUR) == SweepReport()
+    monkeypatch.setattr(Bucket, "pages", pages)
+    assert await driver.get("blobs/t") == data
+    assert await driver.get("uploads/u") == b"new"
+
+
+async def test_a_commit_between_two_listings_of_one_pass_loses_no_segment(
+    driver: S3Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first pass lists the blobs before the target exists and the uploads after the
+    source is gone, so it finds the upload's segments named nowhere; the second finds them
+    in the blob, and they stay."""
+    data = os.urandom(3000)
+    await write(driver, "uploads/u", data[:1000])
+    await write(driver, "uploads/u", data[1000:], offset=1000)
+    pages = Bucket.pages
+    committed: list[bool] = []
+
+    async def commit_first(self: Bucket, directory: str, key: str) -> AsyncIterator[list[Listed]]:
+        if directory.endswith("/uploads") and not committed:
+            committed.append(True)
+            await driver.commit("uploads/u", "blobs/b")
+        async for page in pages(self, directory, key):
+            yield page
+
+    passes: list[set[str]] = []
+    named = s3_garbage._Passes.named
+
+    async def recorded(self: s3_garbage._Passes) -> set[str]:
+        passes.append(await named(self))
+        return passes[-1]
+
+    monkeypatch.setattr(Bucket, "pages", commit_first)
+    monkeypatch.setattr(s3_garbage._Passes, "named", recorded)
+    assert await driver.sweep(time.time() + HOUR) == SweepReport()
+    assert committed and len(passes) == 2
+    assert passes[0] == set()  # the first pass missed them
+    assert len(passes[1]) == 2
+    assert await driver.get("blobs/b") == data
+
+
+async def test_segments_keep_moving_until_the_last_pass_then_none_is_deleted(
+    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each pass finds more candidates named than the one before: after the last pass, the
+    sweep deletes nothing (the next sweep looks again)."""
+    await write(driver, "uploads/u", b"abc")
+    orphans = [secrets.token_hex(16) for _ in range(s3_garbage.MAX_PASSES + 1)]
+    for segment_id in orphans:
+        await driver._bucket.put(f"{config.prefix}/_segments/{segment_id}", "", b"x")
+    calls: list[int] = []
+
+    async def one_more_each_time(self: s3_garbage._Passes) -> set[str]:
+        calls.append(1)
+        return set(orphans[: len(calls) - 1])
+
+    monkeypatch.setattr(s3_garbage._Passes, "named", one_more_each_time)
+    assert await driver.sweep(time.time() + HOUR) == SweepReport()
+    assert len(calls) == s3_garbage.MAX_PASSES
+    assert (
+        len([o for o in await stored(raw, config) if o.startswith("_segments/")])
+        == len(orphans) + 1
+    )
+
+
+async def test_large_descriptors_are_read_after_a_head(
+    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Descriptors larger than ``READ_WHOLE`` (many segments) are read too."""
+    monkeypatch.setattr(s3_garbage, "READ_WHOLE", 100)
+    data = b"".join([os.urandom(10) for _ in range(5)])
+    for n in range(5):
+        await write(driver, "uploads/many", data[n * 10 : n * 10 + 10], offset=n * 10)
+    await driver.put("plain", os.urandom(500))
+    await driver._bucket.put(f"{config.prefix}/_segments/{secrets.token_hex(16)}", "", b"orphan")
+    assert await driver.sweep(time.time() + HOUR) == SweepReport.of((*UNREFERENCED_SEGMENTS, 1, 6))
+    assert await driver.get("uploads/many") == data
+    assert len([o for o in await stored(raw, config) if o.startswith("_segments/")]) == 5
+
+
+async def test_a_corrupt_descriptor_stops_the_sweep(
+    driver: S3Driver, raw: S3Store, config: S3Config
+) -> None:
+    """Which segments a descriptor that cannot be read names is unknown: nothing is deleted."""
+    await write(driver, "uploads/u", b"abc")
+    await driver._bucket.put(f"{config.prefix}/_segments/{secrets.token_hex(16)}", "", b"orphan")
+    composite = {"moorage-kind": "composite", "moorage-size": "5"}
+    await obstore.put_async(raw, f"{config.prefix}/bad", b"{not json" * 5, attributes=composite)
+    before = await stored(raw, config)
+    with pytest.raises(StorageError, match="corrupt descriptor at bad"):
+        await driver.sweep(time.time() + HOUR)
+    assert await stored(raw, config) == before
