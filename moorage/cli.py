@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from moorage import __version__
-from moorage.commands import admission, policy, tags
+from moorage.commands import admission, gc, policy, tags, usage
 from moorage.commands.client import ApiError, Client
-from moorage.config import load_settings
+from moorage.config import Settings, load_settings
 from moorage.documents import DocumentError
 
 #: The options that set a setting (their ``dest`` is the setting's key), as users spell them.
@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     tags.add_parser(commands, common)
     policy.add_parser(commands, common)
     admission.add_parsers(commands, common, _serve_options)
+    gc.add_parser(commands, _serve_options)
+    usage.add_parser(commands, common)
     return parser
 
 
@@ -115,13 +117,22 @@ def _run_remote(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, registry_api: bool) -> int:
+def _configured(args: argparse.Namespace) -> Settings | None:
+    """The settings the options, the environment and the config file give, with logging set
+    up as they say; None (after saying why) if they are wrong."""
     try:
         settings = load_settings(args.config, None, _overrides(args), _option_sources())
     except DocumentError as exc:
         print(f"moorage: {exc}", file=sys.stderr)
-        return 2
+        return None
     logging.basicConfig(level=settings.log.level, format="%(asctime)s %(name)s %(message)s")
+    return settings
+
+
+def _serve(args: argparse.Namespace, registry_api: bool) -> int:
+    settings = _configured(args)
+    if settings is None:
+        return 2
     from moorage.server import StartupError, serve
 
     try:
@@ -163,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args, registry_api=True)
     if args.command == "webhook" and args.action == "serve":
         return _serve(args, registry_api=False)
+    if hasattr(args, "run_configured"):  # commands that open the registry's data themselves
+        settings = _configured(args)
+        return 2 if settings is None else int(args.run_configured(settings, args))
     if hasattr(args, "run_local"):
         try:
             return int(args.run_local(args))

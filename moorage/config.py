@@ -3,7 +3,7 @@
 The settings are sections, each owned by the module that uses it and mirroring a table of
 the config file: ``[storage]`` and ``[storage.s3]`` (``moorage/storage/settings.py``),
 ``[metadata]`` (``moorage/meta/settings.py``), ``[uploads]``, ``[manifests]``, ``[delete]``,
-``[mount]`` (``moorage/registry/settings.py``), ``[auth]`` (``moorage/api/settings.py``),
+``[mount]``, ``[gc]`` (``moorage/registry/settings.py``), ``[auth]`` (``moorage/api/settings.py``),
 ``[admission]`` (``moorage/admission/settings.py``), ``[policy]`` (``moorage/policy.py``), and
 here the server's own: ``listen``, ``data``, ``workers``, ``[tls]``, ``[log]``, ``[webhook]``.
 
@@ -40,6 +40,7 @@ from moorage.documents import read as read_document
 from moorage.meta.settings import MetadataSettings
 from moorage.policy import PolicySettings
 from moorage.registry.settings import (
+    CollectionSettings,
     DeleteSettings,
     ManifestSettings,
     MountSettings,
@@ -101,6 +102,7 @@ class Settings:
     manifests: ManifestSettings = field(default_factory=ManifestSettings)
     delete: DeleteSettings = field(default_factory=DeleteSettings)
     mount: MountSettings = field(default_factory=MountSettings)
+    gc: CollectionSettings = field(default_factory=CollectionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)

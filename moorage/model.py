@@ -5,7 +5,9 @@ the services, handlers and webhooks pass around. Plain data, no I/O: every layer
 - tags: ``Actor`` (who makes a change), ``Refusal``, ``TagGuard`` (the policy's decision,
   asked inside the store's transaction), ``TagEvent`` (one entry of a tag's history);
 - the tag policy as stored: ``PolicyRecord``, ``PolicyChange``;
-- admission: ``PinRecord``; uploads: ``Upload``.
+- admission: ``PinRecord``, ``RunningImage`` (the cluster inventory); uploads: ``Upload``.
+- usage per repository: ``UsageCount`` (what a flush of the counters adds),
+  ``ManifestPulls``, ``RepositoryUsage`` (a row of the report).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class Upload:
     lease_until: float = 0.0
     #: Which process holds the lease (``moorage.process_identity``), or "".
     lease_owner: str = ""
+    #: The digest the upload is being completed as, once a request that completes it holds
+    #: the lease (garbage collection never deletes those bytes meanwhile), or None.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +199,152 @@ class PinRecord:
     request_uid: str
     user: str
     id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunningImage:
+    """An image of this registry that an object of the cluster uses now (the cluster
+    inventory garbage collection keeps): which object, which container, what it names."""
+
+    namespace: str
+    #: The object's kind as the API names it ("Pod", "ReplicaSet", "ControllerRevision", ...).
+    kind: str
+    name: str
+    container: str
+    #: The image as the object writes it (or a status's imageID), and the repository in
+    #: this registry it names (its path, without the host).
+    image: str
+    repository: str
+    tag: str | None
+    digest: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    """A manifest as garbage collection sees it: what it needs, and when it came."""
+
+    digest: str
+    media_type: str
+    size: int
+    created_at: float
+    subject: str | None = None
+    references: tuple[Reference, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedBlob:
+    """A blob a repository holds: its size and when it was linked into the repository."""
+
+    digest: str
+    size: int
+    linked_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryTarget:
+    """A digest a tag pointed at, or was moved or deleted away from, at ``at``."""
+
+    tag: str
+    digest: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryContents:
+    """Everything garbage collection weighs about one repository, read in the transaction
+    that deletes what it finds to be garbage.
+
+    ``pins`` and ``history`` are those from ``since`` on (the collection's windows), and
+    ``running`` the cluster inventory's images of this repository.
+    """
+
+    repository: str
+    manifests: tuple[StoredManifest, ...]
+    tags: tuple[tuple[str, str], ...]
+    blobs: tuple[LinkedBlob, ...]
+    pins: tuple[PinRecord, ...] = ()
+    history: tuple[HistoryTarget, ...] = ()
+    running: tuple[RunningImage, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepositorySweep:
+    """What garbage collection decided for a repository: what to delete (manifests, and
+    blob links), and why everything else is kept (digest -> reasons, most telling first)."""
+
+    repository: str
+    manifests: tuple[StoredManifest, ...] = ()
+    blobs: tuple[LinkedBlob, ...] = ()
+    kept_manifests: tuple[tuple[StoredManifest, tuple[str, ...]], ...] = ()
+    kept_blobs: tuple[tuple[LinkedBlob, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDeletion:
+    """A blob on its way out: its record is gone; its bytes go once ``since`` is older
+    than the grace period. Once a collector has marked it (at ``marked_at``), its bytes are
+    being deleted, and the blob cannot be uploaded again until they are."""
+
+    digest: str
+    size: int
+    since: float
+    reason: str
+    marked_at: float | None = None
+    #: The collector that marked it (``moorage.process_identity``).
+    marked_by: str | None = None
+
+    @property
+    def deleting(self) -> bool:
+        return self.marked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestPulls:
+    """How often a manifest was served (GET) in a period, and when last."""
+
+    digest: str
+    pulls: int
+    last_pull: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCount:
+    """What one flush of a worker's counters adds to a repository's usage: pulls (manifest
+    GETs served) and pushes (manifest PUTs stored) counted since the last flush, the time of
+    the last of each (None: none), and the manifests pulled (the digest served, also when the
+    GET named a tag)."""
+
+    repository: str
+    pulls: int = 0
+    pushes: int = 0
+    last_pull: float | None = None
+    last_push: float | None = None
+    manifests: tuple[ManifestPulls, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryUsage:
+    """A repository's row of the usage report (chargeback): what it stores and how much it
+    is used.
+
+    Bytes: its manifests' payloads, the blobs only it links (``own_bytes``) and the blobs
+    other repositories link too (``shared_bytes``, each counted in full in every repository
+    sharing it). Pulls and pushes as counted since the registry kept usage.
+    """
+
+    repository: str
+    manifests: int
+    tags: int
+    blobs: int
+    manifest_bytes: int
+    own_bytes: int
+    shared_bytes: int
+    pulls: int
+    pushes: int
+    last_pull: float | None
+    last_push: float | None
+
+    @property
+    def stored_bytes(self) -> int:
+        """Everything stored for it: manifests, own and shared blobs."""
+        return self.manifest_bytes + self.own_bytes + self.shared_bytes

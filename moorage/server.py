@@ -31,7 +31,7 @@ from aiohttp import web
 
 from moorage.addresses import split_address
 from moorage.admission.resolver import ResolveError
-from moorage.admission.setup import build_admission
+from moorage.admission.setup import build_admission, own_hosts
 from moorage.api.app import MAX_REQUEST_LINE, create_app
 from moorage.api.auth import load_htpasswd
 from moorage.api.webhook import create_webhook_app
@@ -67,6 +67,8 @@ def build_registry(settings: Settings, clock: Callable[[], float] = time.time) -
         upload_lease=settings.uploads.lease,
         upload_checkpoint=settings.uploads.checkpoint,
         download_redirect=settings.storage.download_redirect,
+        collection=settings.gc,
+        hosts=own_hosts(settings),
     )
 
 
@@ -111,10 +113,12 @@ def bind(address: str, count: int) -> list[socket.socket]:
 
 @dataclass(frozen=True)
 class Listeners:
-    """One worker's sockets: the registry API's and the admission webhooks', either optional."""
+    """One worker's sockets: the registry API's and the admission webhooks', either optional;
+    ``first``: the worker runs the registry's scheduled jobs (garbage collection)."""
 
     registry: socket.socket | None
     webhooks: socket.socket | None
+    first: bool = False
 
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.registry, self.webhooks) if s is not None]
@@ -151,10 +155,12 @@ async def _serve_worker(settings: Settings, listeners: Listeners) -> None:
     runners: list[web.AppRunner] = []
     if listeners.webhooks is not None:
         admission = build_admission(settings, registry)
-        runners.append(await _start(create_webhook_app(admission), listeners.webhooks, settings))
+        webhooks = create_webhook_app(admission, scheduled=listeners.first)
+        runners.append(await _start(webhooks, listeners.webhooks, settings))
     if listeners.registry is not None:
         # The registry app owns the registry and closes it when it is cleaned up.
-        runners.append(await _start(create_app(registry, settings), listeners.registry, settings))
+        app = create_app(registry, settings, scheduled=listeners.first)
+        runners.append(await _start(app, listeners.registry, settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -232,7 +238,10 @@ def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -
     webhook_sockets: list[socket.socket | None] = [None] * count
     if settings.webhook.listen is not None:
         webhook_sockets = list(bind(settings.webhook.listen, count))
-    listeners = [Listeners(r, w) for r, w in zip(registry_sockets, webhook_sockets, strict=True)]
+    listeners = [
+        Listeners(r, w, first=index == 0)
+        for index, (r, w) in enumerate(zip(registry_sockets, webhook_sockets, strict=True))
+    ]
     for name, sock in (("registry", listeners[0].registry), ("webhooks", listeners[0].webhooks)):
         if sock is not None:
             host, port = sock.getsockname()[:2]

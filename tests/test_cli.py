@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from moorage.commands.render import human_size
 from moorage.times import parse_time
 from tests.support.http import push_image, request
 from tests.support.images import seeded_image, sha256
@@ -497,5 +498,71 @@ def test_configured_policy_across_restarts(tmp_path: Path) -> None:
     registry = serve("run4")
     try:
         assert moorage_json(registry, "policy", "list")["version"] == 3
+    finally:
+        registry.stop()
+
+
+# -- moorage usage ---------------------------------------------------------------------------------
+
+
+def test_usage_table_json_and_counts_across_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+
+    def serve(run: str) -> RunningRegistry:
+        return start_moorage(tmp_path / run, workers=1, data=data)
+
+    def pull(registry: RunningRegistry, reference: str, method: str = "GET") -> None:
+        reply = request(registry.address, method, f"/v2/team/app/manifests/{reference}")
+        assert reply.status == 200, reply.body
+
+    registry = serve("run1")
+    try:
+        digest = push(registry, "team/app", "v1", "usage-a")
+        push(registry, "team/tool", "latest", "usage-b")
+        pull(registry, "v1")
+        pull(registry, digest)
+        pull(registry, "v1", "HEAD")  # not a pull
+        # One worker: the report flushes its counters first, so they are there at once.
+        rows = moorage_json(registry, "usage")["repositories"]
+        assert [(r["name"], r["pulls"], r["pushes"], r["tags"]) for r in rows] == [
+            ("team/app", 2, 1, 1),
+            ("team/tool", 0, 1, 1),
+        ]
+        app, tool = rows
+        assert (app["shared_bytes"], tool["last_pull"]) == (0, None)
+
+        lines = moorage(registry, "usage").stdout.splitlines()
+        assert lines[0].split() == [
+            "REPOSITORY",
+            "MANIFESTS",
+            "TAGS",
+            "BLOBS",
+            "MANIFEST",
+            "BYTES",
+            "OWN",
+            "SHARED",
+            "PULLS",
+            "LAST",
+            "PULL",
+            "PUSHES",
+            "LAST",
+            "PUSH",
+        ]
+        assert [line.split()[0] for line in lines[1:]] == ["team/app", "team/tool"]
+        assert human_size(app["own_bytes"]) in lines[1]
+        assert app["last_pull"] in lines[1]
+        assert lines[2].split()[-3:-1] == ["-", "1"]  # never pulled, pushed once
+
+        assert moorage_json(registry, "usage", "team/tool")["repositories"] == [tool]
+        result = moorage(registry, "usage", "team/none", status=1)
+        assert result.stderr.startswith("moorage: NAME_UNKNOWN: "), result.stderr
+        pull(registry, "v1")  # counted in memory; written when the registry stops
+    finally:
+        registry.stop()
+
+    registry = serve("run2")
+    try:
+        (app,) = moorage_json(registry, "usage", "team/app")["repositories"]
+        assert (app["pulls"], app["pushes"]) == (3, 1)
     finally:
         registry.stop()

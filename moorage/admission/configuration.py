@@ -17,8 +17,9 @@ with ``/mutate`` and ``/validate`` appended). The API server only calls ``https`
 refuses one with user info, a query or a fragment; ``webhook_url`` checks a URL the same way.
 The namespace still names where the webhooks' ServiceAccount lives, and is still excluded.
 
-``rbac`` gives the webhooks' ServiceAccount what reading pull secrets takes: ``get`` on
-``secrets`` and ``serviceaccounts``.
+``rbac`` gives the webhooks' ServiceAccount what reading pull secrets takes (``get`` on
+``secrets`` and ``serviceaccounts``) and what the cluster inventory takes (``list`` on every
+resource of ``inventory.INVENTORY_RESOURCES``, in all namespaces).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from moorage.admission.inventory import INVENTORY_RESOURCES
 
 FailurePolicy = Literal["Fail", "Ignore"]
 
@@ -184,8 +187,21 @@ def webhook_configurations(
     ]
 
 
+def _inventory_rules() -> list[dict[str, Any]]:
+    """``list`` on what the cluster inventory reads, a rule per API group."""
+    by_group: dict[str, list[str]] = {}
+    for resource in INVENTORY_RESOURCES:
+        by_group.setdefault(resource.group, []).append(resource.resource)
+    return [
+        {"apiGroups": [group], "resources": sorted(resources), "verbs": ["list"]}
+        for group, resources in sorted(by_group.items())
+    ]
+
+
 def rbac(*, service_account: str = "moorage", namespace: str = "moorage") -> list[dict[str, Any]]:
-    """A ClusterRole and its binding: the webhooks read workloads' imagePullSecrets."""
+    """A ClusterRole and its binding: the webhooks read workloads' imagePullSecrets, and list
+    the workloads of every namespace for the cluster inventory. (The role keeps its first
+    name, ``<account>-read-pull-secrets``, so applying a newer version updates it.)"""
     name = f"{service_account}-read-pull-secrets"
     return [
         {
@@ -193,7 +209,8 @@ def rbac(*, service_account: str = "moorage", namespace: str = "moorage") -> lis
             "kind": "ClusterRole",
             "metadata": {"name": name},
             "rules": [
-                {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+                {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+                *_inventory_rules(),
             ],
         },
         {

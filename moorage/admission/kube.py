@@ -20,6 +20,12 @@ ServiceAccount admission plugin fills them into Pods. Secrets of type
 ``kubernetes.io/dockerconfigjson`` and ``kubernetes.io/dockercfg`` are read; a missing secret
 is skipped with a warning, as the kubelet does. Answers (found or not) are cached for
 ``cache_ttl`` seconds, and concurrent requests for one object share one API call.
+
+``list_objects`` pages through a list endpoint (``limit`` and ``continue``), uncached, for the
+cluster inventory (``admission.inventory``). A continue token that expired mid-list (410,
+etcd compacted) is followed by the inconsistent one the API server offers, with a warning; a
+resource the API server does not serve (404) lists nothing, with a warning; a 403 says which
+RBAC rule is missing.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -59,6 +65,9 @@ RBAC_HINT = (
     'apiGroups [""], resources [secrets, serviceaccounts], verbs [get], and a '
     "ClusterRoleBinding to it)"
 )
+
+#: Objects per page of a list (kubectl's default chunk size).
+LIST_PAGE_SIZE = 500
 
 
 class KubernetesError(ResolveError):
@@ -178,7 +187,8 @@ class _Cached:
 
 
 class KubeClient:
-    """GETs Secrets and ServiceAccounts; one ``aiohttp.ClientSession``, closed by ``close()``."""
+    """GETs Secrets and ServiceAccounts, lists objects; one ``aiohttp.ClientSession``, closed
+    by ``close()``."""
 
     def __init__(
         self,
@@ -249,6 +259,54 @@ class KubeClient:
             if credentials is not None:
                 found.append(credentials)
         return found
+
+    async def list_objects(
+        self, api_path: str, *, page_size: int = LIST_PAGE_SIZE
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every object the list endpoint ``api_path`` holds (``/api/v1/pods``,
+        ``/apis/apps/v1/controllerrevisions``, ``/api/v1/namespaces/NS/pods``, ...), asked
+        ``page_size`` at a time; uncached. The items of a list do not carry their kind.
+
+        Nothing, with a warning, when the API server does not serve the resource (404).
+        Raises ``KubernetesError`` otherwise: a 403 names the RBAC rule that is missing.
+        """
+        if page_size < 1:
+            raise ValueError(f"page_size must be at least 1, not {page_size}")
+        token = ""
+        while True:
+            query = {"limit": str(page_size)} | ({"continue": token} if token else {})
+            path = f"{api_path}?{urlencode(query)}"
+            status, document = await self._request(path, refresh=False)
+            if status == 401:  # the token may have been rotated since we read it
+                status, document = await self._request(path, refresh=True)
+            if status == 404 and not token:
+                log.warning(
+                    "the Kubernetes API at %s does not serve %s; not listed",
+                    self.config.server,
+                    _ListPath.parse(api_path).what,
+                )
+                return
+            if status == 410 and token and _continue_token(document):
+                # The first pages' snapshot is gone (etcd compacted): the rest comes from a
+                # newer one, as the API server offers. Starting again might never end on a
+                # large cluster; what changed in between was admitted in between (for the
+                # inventory, the webhook's pins cover it).
+                log.warning(
+                    "listing %s took longer than the API server keeps its snapshot; "
+                    "continuing from a newer one",
+                    _listed(api_path),
+                )
+                token = _continue_token(document)
+                continue
+            if status != 200 or document is None:
+                raise _list_error(status, document, api_path, self.config)
+            items = document.get("items")
+            for item in items if isinstance(items, list) else ():
+                if isinstance(item, dict):
+                    yield item
+            token = _continue_token(document)
+            if not token:
+                return
 
     async def _get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
         path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{resource}/{quote(name, safe='')}"
@@ -334,11 +392,78 @@ def _error(
             f"the webhook may not read {resource} in namespace {namespace} ({detail}): " + RBAC_HINT
         )
     if status == 401:
-        return KubernetesError(
-            f"the Kubernetes API at {config.server} refused the webhook's ServiceAccount token "
-            f"from {config.token_file} ({detail}): is it expired, revoked, or another cluster's?"
-        )
+        return _unauthorized(config, detail)
     return KubernetesError(
         f"the Kubernetes API at {config.server} answered {status} for {resource} "
         f"{namespace}/{name}: {detail}"
+    )
+
+
+def _unauthorized(config: ClusterConfig, detail: str) -> KubernetesError:
+    return KubernetesError(
+        f"the Kubernetes API at {config.server} refused the webhook's ServiceAccount token "
+        f"from {config.token_file} ({detail}): is it expired, revoked, or another cluster's?"
+    )
+
+
+def _continue_token(document: Mapping[str, Any] | None) -> str:
+    metadata = document.get("metadata") if document is not None else None
+    token = metadata.get("continue") if isinstance(metadata, dict) else None
+    return token if isinstance(token, str) else ""
+
+
+@dataclass(frozen=True)
+class _ListPath:
+    """What a list endpoint's path names: API group ("" for the core group), resource, and
+    namespace (None: all of them)."""
+
+    group: str
+    resource: str
+    namespace: str | None
+
+    @classmethod
+    def parse(cls, api_path: str) -> _ListPath:
+        parts = [p for p in api_path.split("/") if p]
+        group, rest = "", parts[2:]
+        if parts[:1] == ["apis"] and len(parts) >= 3:
+            group, rest = parts[1], parts[3:]
+        namespace = None
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            namespace, rest = rest[1], rest[2:]
+        return cls(group, rest[0] if rest else api_path, namespace)
+
+    @property
+    def what(self) -> str:
+        """``pods``, ``controllerrevisions (API group apps)``."""
+        return self.resource + (f" (API group {self.group})" if self.group else "")
+
+    @property
+    def where(self) -> str:
+        return "all namespaces" if self.namespace is None else f"namespace {self.namespace}"
+
+
+def _listed(api_path: str) -> str:
+    path = _ListPath.parse(api_path)
+    return f"{path.what} in {path.where}"
+
+
+def _list_error(
+    status: int, document: Mapping[str, Any] | None, api_path: str, config: ClusterConfig
+) -> KubernetesError:
+    message = document.get("message") if document is not None else None
+    detail = message if isinstance(message, str) and message else f"HTTP {status}"
+    path = _ListPath.parse(api_path)
+    if status == 403:
+        group = path.group or '""'
+        return KubernetesError(
+            f"the webhook may not list {path.what} in {path.where} ({detail}): give the "
+            f"webhook's ServiceAccount list on {path.resource} (a ClusterRole with apiGroups "
+            f"[{group}], resources [{path.resource}], verbs [list], and a ClusterRoleBinding "
+            "to it, as `moorage webhook manifests` prints them)"
+        )
+    if status == 401:
+        return _unauthorized(config, detail)
+    return KubernetesError(
+        f"the Kubernetes API at {config.server} answered {status} for the list of "
+        f"{_listed(api_path)}: {detail}"
     )

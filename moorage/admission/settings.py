@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from moorage.admission.validation import RuleDocument, ValidationRule, unique_rule_names
-from moorage.documents import Invalid
+from moorage.documents import Invalid, at_least
 from moorage.policy import Mode, Policy, RuleFields, unique_names
 
 
@@ -65,6 +65,10 @@ class AdmissionSettings:
     #: With ``kubernetes_api``: the CA of the API server's certificate (default: the
     #: system's CAs).
     kubernetes_ca_file: Path | None = None
+    #: Seconds between inventories of this registry's images the cluster uses (garbage
+    #: collection keeps them), read through the Kubernetes API by the webhooks' first
+    #: worker; 0: none.
+    inventory_interval: Annotated[float, at_least(0)] = 300.0
     #: Resolve images of other registries at all (off: only this registry's images are pinned).
     remote: bool = True
     #: Tags of other registries that never move, cached for good once resolved

@@ -7,12 +7,14 @@ from its own metadata.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from moorage.addresses import split_address
 from moorage.admission.credentials import Credentials, DockerConfigFile
+from moorage.admission.inventory import keep_inventory
 from moorage.admission.kube import ClusterConfig, KubeClient, in_cluster
 from moorage.admission.mutate import Pinner
 from moorage.admission.remote import RemoteResolver
@@ -52,6 +54,9 @@ class Admission:
     pinner: Pinner
     validator: Callable[[AdmissionRequest], Awaitable[AdmissionResponse]]
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: Takes the cluster inventory for ever (one process runs it), or None without a
+    #: Kubernetes API or with ``admission.inventory_interval`` 0.
+    inventory: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     async def close(self) -> None:
         await self.pinner.drain()
@@ -125,4 +130,19 @@ def build_admission(settings: Settings, registry: Registry) -> Admission:
             old_object=request.old_object or None,
         )
 
-    return Admission(pinner, validator, closers)
+    return Admission(pinner, validator, closers, _inventory(settings, registry, hosts, closers))
+
+
+def _inventory(
+    settings: Settings,
+    registry: Registry,
+    hosts: frozenset[str],
+    closers: list[Callable[[], Awaitable[None]]],
+) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    config = cluster_config(settings)
+    interval = settings.admission.inventory_interval
+    if config is None or not interval:
+        return None
+    kube = KubeClient(config)
+    closers.append(kube.close)
+    return partial(keep_inventory, kube, hosts, registry.inventory.replace, interval)

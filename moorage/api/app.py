@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from moorage.names import validate_name
 from moorage.registry.service import Registry
 from moorage.registry.settings import DeleteSettings, MountSettings
 from moorage.registry.upload_sessions import UploadOutOfOrder
+from moorage.registry.usage import FLUSH_INTERVAL
 
 log = logging.getLogger("moorage.api")
 
@@ -95,6 +97,9 @@ class V2Api:
             ("registry _moorage/policy/check", "GET"): (extension.check_policy, "pull"),
             ("registry _moorage/policy/changes", "GET"): (extension.policy_changes, "pull"),
             ("registry _moorage/pins", "GET"): (extension.list_pins, "pull"),
+            ("registry _moorage/gc", "GET"): (extension.collect, "admin"),
+            ("registry _moorage/gc", "POST"): (extension.collect, "admin"),
+            ("registry _moorage/usage", "GET"): (extension.usage, "admin"),
         }
 
     async def _start_upload(
@@ -170,7 +175,44 @@ async def _purge_uploads(registry: Registry) -> None:
         await asyncio.sleep(_PURGE_INTERVAL)
 
 
-def create_app(registry: Registry, settings: Settings) -> web.Application:
+async def _flush_usage(registry: Registry) -> None:
+    """Write this worker's pull and push counters to the store every ``FLUSH_INTERVAL``
+    seconds (the last flush is the app's cleanup's)."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await registry.usage.flush()
+        except Exception:
+            log.exception("recording usage failed; the counts are kept for the next try")
+
+
+async def _collect_periodically(registry: Registry) -> None:
+    """Garbage collection every ``gc.interval`` seconds (a tenth either way, so replicas
+    started together spread out); replicas collecting at once are safe, only wasteful."""
+    interval = registry.collection.interval
+    while True:
+        await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+        try:
+            report = await registry.collector().run()
+        except Exception:
+            log.exception("garbage collection failed; the next run finishes the job")
+            continue
+        log.info(
+            "garbage collection: %d manifests, %d blob links and %d blobs' bytes deleted "
+            "(%d bytes) in %.1f s",
+            report.manifests_deleted,
+            report.links_deleted,
+            len(report.deleted),
+            report.bytes_freed,
+            report.finished - report.started,
+        )
+
+
+def create_app(
+    registry: Registry, settings: Settings, *, scheduled: bool = False
+) -> web.Application:
+    """The registry's HTTP application; ``scheduled``: this process runs the periodic jobs
+    (garbage collection every ``gc.interval`` seconds)."""
     # Manifests are read with an explicit limit; blobs stream without one.
     app = web.Application(client_max_size=1024**4)
     app[REGISTRY] = registry
@@ -179,11 +221,21 @@ def create_app(registry: Registry, settings: Settings) -> web.Application:
     app.router.add_route("*", "/v2/{tail:.+}", api.dispatch)
 
     async def background(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_purge_uploads(registry))
+        tasks = [
+            asyncio.create_task(_purge_uploads(registry)),
+            asyncio.create_task(_flush_usage(registry)),
+        ]
+        if scheduled and registry.collection.interval > 0:
+            tasks.append(asyncio.create_task(_collect_periodically(registry)))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await registry.usage.flush()  # waits for a flush under way, then the rest
+        except Exception:
+            log.exception("recording usage at shutdown failed; its counts are lost")
         await registry.close()
 
     app.cleanup_ctx.append(background)

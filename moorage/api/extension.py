@@ -13,6 +13,15 @@ Endpoints follow the distribution-spec's extension layout (docs/extensions.md):
     GET  /v2/_moorage/policy/changes[?n=N]
     GET  /v2/_moorage/pins[?namespace=NS&image=REF&n=N&last=ID]   what the pinning webhook
                                             resolved images to, where and when, newest first
+    GET  /v2/_moorage/gc[?summary]          what garbage collection would delete now, and why
+                                            everything else is kept (a dry run; admins)
+    POST /v2/_moorage/gc[?summary]          collect garbage now; the report (admins);
+                                            with summary, counts instead of every item
+    GET  /v2/_moorage/usage[?repository=R]  per repository, by name: manifests, tags and blobs
+                                            stored, their bytes (manifests, blobs only it
+                                            holds, blobs it shares), pulls and pushes counted
+                                            and the last of each (admins); counts reach it
+                                            within 10 s
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ from moorage.api.v2.common import (
 )
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.model import PinRecord, PolicyChange, TagEvent
+from moorage.model import PinRecord, PolicyChange, RepositoryUsage, TagEvent
 from moorage.names import validate_name, validate_tag
 from moorage.reference import ReferenceError, parse_reference
+from moorage.registry.collection_report import as_document
 from moorage.registry.service import Registry
 from moorage.registry.tags import parse_policy
 from moorage.times import format_time, parse_time
@@ -52,6 +62,8 @@ ENDPOINTS = [
     "_moorage/policy/check",
     "_moorage/policy/changes",
     "_moorage/pins",
+    "_moorage/gc",
+    "_moorage/usage",
 ]
 _POLICY_LIMIT = 1024 * 1024
 
@@ -278,3 +290,34 @@ async def list_pins(request: web.Request, registry: Registry, name: str, _: str)
             extra = {k: v for k, v in request.query.items() if k in ("namespace", "image")}
             headers["Link"] = next_link(request.path, limit, str(pins[-1].id), extra)
     return _json({"pins": [pin_json(p) for p in pins]}, headers)
+
+
+async def collect(request: web.Request, registry: Registry, name: str, _: str) -> web.Response:
+    """GET: a dry run of garbage collection; POST: a collection. Either way, its report."""
+    report = await registry.collector().run(dry_run=request.method == "GET")
+    return _json(as_document(report, details=request.query.get("summary") is None))
+
+
+def usage_json(row: RepositoryUsage) -> dict[str, Any]:
+    return {
+        "name": row.repository,
+        "manifests": row.manifests,
+        "tags": row.tags,
+        "blobs": row.blobs,
+        "manifest_bytes": row.manifest_bytes,
+        "own_bytes": row.own_bytes,
+        "shared_bytes": row.shared_bytes,
+        "pulls": row.pulls,
+        "pushes": row.pushes,
+        "last_pull": None if row.last_pull is None else format_time(row.last_pull),
+        "last_push": None if row.last_push is None else format_time(row.last_push),
+    }
+
+
+async def usage(request: web.Request, registry: Registry, name: str, _: str) -> web.Response:
+    """Usage per repository (chargeback): one repository's, or every repository's."""
+    repository = request.query.get("repository")
+    if repository is not None:
+        repository = validate_name(repository)
+    rows = await registry.usage.report(repository)
+    return _json({"repositories": [usage_json(row) for row in rows]})

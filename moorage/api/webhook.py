@@ -8,9 +8,11 @@ the webhook's failurePolicy only to timeouts and transport errors).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -61,14 +63,24 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def create_webhook_app(admission: Admission) -> web.Application:
+def create_webhook_app(admission: Admission, *, scheduled: bool = False) -> web.Application:
+    """The webhooks' HTTP application; ``scheduled``: this process takes the cluster
+    inventory (``admission.inventory``)."""
     app = web.Application(client_max_size=MAX_REVIEW)
     app.router.add_post("/mutate", _handler(admission.pinner.review))
     app.router.add_post("/validate", _handler(admission.validator))
     app.router.add_get("/healthz", _healthz)
 
-    async def close(app: web.Application) -> None:
+    async def background(app: web.Application) -> AsyncIterator[None]:
+        task: asyncio.Task[None] | None = None
+        if scheduled and admission.inventory is not None:
+            task = asyncio.create_task(admission.inventory())
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await admission.close()
 
-    app.on_cleanup.append(close)
+    app.cleanup_ctx.append(background)
     return app

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from moorage.sizes import human_size
+
+__all__ = ["human_size", "short", "table"]
+
 
 def short(digest: str | None, width: int = 19) -> str:
     """``sha256:0123456789ab`` — enough to tell digests apart in a table."""

@@ -66,3 +66,16 @@ class UploadOffsetMismatch(MetadataError):
     def __init__(self, offset: int) -> None:
         self.offset = offset
         super().__init__(f"upload is at offset {offset}")
+
+
+class UploadLeaseLost(MetadataError):
+    """The request no longer holds the upload's lease (it ran out, or another took it)."""
+
+
+class BlobBeingDeleted(MetadataError):
+    """Garbage collection is deleting the blob's bytes right now: it cannot be uploaded or
+    recorded until that is done (a moment; the client may retry)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(f"blob {digest} is being deleted by garbage collection")
+        self.digest = digest

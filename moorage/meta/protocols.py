@@ -4,9 +4,11 @@ errors in ``moorage.meta.errors``).
 A backend keeps every fact about the registry except blob bytes: which blobs each repository
 holds (``BlobStore``), manifests (their bytes included), what they reference, tags and their
 history (``ManifestStore``), the tag policy in force (``PolicyStore``), the images the admission
-webhook pinned (``PinStore``) and upload sessions (``UploadStore``). ``MetadataStore`` is all of
-them, plus opening and closing; code that needs one concern types its dependency with that
-concern's protocol.
+webhook pinned (``PinStore``), upload sessions (``UploadStore``), what garbage collection
+reads and deletes (``CollectionStore``), the images the cluster uses (``InventoryStore``)
+and usage per repository (``UsageStore``).
+``MetadataStore`` is all of them, plus opening and closing; code that needs one concern types
+its dependency with that concern's protocol.
 
 Every method that changes more than one row is one transaction. The guarded tag changes
 (``put_manifest``, ``delete_manifest``, ``delete_tag``, ``restore_tag``, ``unlink_blob``)
@@ -16,21 +18,28 @@ one suite per protocol against every backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from moorage.model import (
     REGISTRY_ACTOR,
     Actor,
+    BlobDeletion,
+    ManifestPulls,
     ManifestRecord,
     PinRecord,
     PolicyChange,
     PolicyRecord,
     PutResult,
     ReferrerRecord,
+    RepositoryContents,
+    RepositorySweep,
+    RepositoryUsage,
+    RunningImage,
     TagEvent,
     TagGuard,
     Upload,
+    UsageCount,
 )
 
 
@@ -172,7 +181,9 @@ class PinStore(Protocol):
 class UploadStore(Protocol):
     """Upload sessions: their progress, and the lease that lets one request write at a time."""
 
-    async def create_upload(self, upload: Upload) -> None: ...
+    async def create_upload(self, upload: Upload) -> None:
+        """Record a new session; with ``upload.digest`` (a single-request upload, its lease
+        held), BlobBeingDeleted while that blob's bytes are being deleted."""
 
     async def get_upload(self, upload_id: str, repository: str) -> Upload | None: ...
 
@@ -185,8 +196,14 @@ class UploadStore(Protocol):
         lease: float,
         owner: str = "",
         take_over: float | None = None,
+        completing: str | None = None,
     ) -> Upload:
         """Take the upload's lease until ``now + lease``, for ``owner``.
+
+        ``completing``: the request completes the upload as this digest, which the upload
+        records; BlobBeingDeleted (nothing changes) while that blob's bytes are being deleted.
+        Garbage collection leaves the bytes of a digest alone while an upload completing as
+        it holds its lease (``CollectionStore.start_deleting``).
 
         The lease is free once it has run out. With ``take_over``, it is also taken from a
         holder whose lease value is exactly ``take_over`` (one known to be dead): a
@@ -230,6 +247,16 @@ class UploadStore(Protocol):
         over cannot overwrite the new holder's progress.
         """
 
+    async def complete_upload(
+        self, upload_id: str, lease_until: float, digest: str, size: int, now: float
+    ) -> None:
+        """Record the blob an upload became, link it into the upload's repository and end
+        the session, in one transaction, if the request still holds the lease as
+        ``lease_until`` and it has not run out at ``now``; otherwise UploadLeaseLost and
+        nothing changes. A blob on its way out (``BlobDeletion``) is kept again; one whose
+        bytes are being deleted raises BlobBeingDeleted.
+        """
+
     async def delete_upload(self, upload_id: str) -> None: ...
 
     async def expired_uploads(self, updated_before: float) -> list[Upload]:
@@ -237,7 +264,128 @@ class UploadStore(Protocol):
         store's clock)."""
 
 
-class MetadataStore(BlobStore, ManifestStore, PolicyStore, PinStore, UploadStore, Protocol):
+#: Decides what of a repository is garbage (``moorage.registry.collection``).
+Planner = Callable[[RepositoryContents], RepositorySweep]
+
+
+class CollectionStore(Protocol):
+    """What garbage collection reads and deletes. What is garbage is decided outside the
+    store (a ``Planner``); the store reads consistently and deletes atomically.
+
+    A blob goes in three steps, each a transaction: its record (no repository links it any
+    more) becomes a ``BlobDeletion`` (``retire_blobs``); once the grace period has passed,
+    the deletion is marked as deleting (``start_deleting``), its bytes are deleted in
+    storage, and the deletion is removed (``finish_deleting``). An upload completing as the
+    digest before the mark keeps the blob (``complete_upload`` revives it); while marked,
+    such an upload is refused (BlobBeingDeleted), so it can never record a blob whose bytes
+    are being deleted.
+    """
+
+    async def collect_repository(
+        self,
+        repository: str,
+        plan: Planner,
+        *,
+        pins_since: float,
+        history_since: float,
+        hosts: Sequence[str],
+        apply: bool,
+    ) -> RepositorySweep:
+        """Read the repository's contents, ask ``plan`` what is garbage and (``apply``)
+        delete it: the sweep's manifests, with their references, and its blob links. One
+        transaction, which no push, mount or tag change of the repository interleaves with.
+
+        The contents hold the pins made since ``pins_since`` of images named by one of
+        ``hosts`` (this registry's names) and this repository, the tag history since
+        ``history_since``, and the cluster inventory's images of the repository. A manifest
+        of the sweep that is tagged, or that a manifest left in place needs, is kept
+        (the planner is wrong): the store never breaks a tag or a kept image.
+        """
+
+    async def retire_blobs(self, now: float) -> list[BlobDeletion]:
+        """Turn the records of blobs that no repository links into deletions since ``now``;
+        the new deletions."""
+
+    async def orphaned_blobs(
+        self, stored: Sequence[tuple[str, int]], now: float, *, apply: bool = True
+    ) -> list[BlobDeletion]:
+        """Of blobs found in storage, as (digest, size), those that neither a record nor a
+        deletion names, recorded (``apply``) as deletions since ``now`` (their bytes go after
+        the grace period, like any other); the new deletions."""
+
+    async def blob_deletions(self) -> list[BlobDeletion]:
+        """Every blob on its way out, oldest first."""
+
+    async def start_deleting(
+        self,
+        digests: Sequence[str],
+        before: float,
+        now: float,
+        margin: float,
+        stale: float,
+        owner: str = "",
+        dead: Sequence[str] = (),
+    ) -> list[BlobDeletion]:
+        """Mark as deleting, at ``now`` by ``owner``, those of ``digests`` whose deletion is
+        older than ``before``, that have no record again, and that no upload is completing as
+        (its lease unexpired ``margin`` seconds before ``now``); the marked ones. A mark older
+        than ``stale`` seconds, or made by one of ``dead`` (collectors known to have died),
+        is taken over: marked again.
+
+        A collector deletes the bytes only while its mark is well younger than ``stale``, so
+        two collectors never delete the bytes of one deletion at once."""
+
+    async def finish_deleting(self, deleted: Sequence[BlobDeletion]) -> None:
+        """Remove the deletions of blobs whose bytes are gone, each if still marked as it
+        was (``marked_at``: not taken over by another collector meanwhile)."""
+
+    async def upload_ids(self) -> set[str]:
+        """The ids of every upload session."""
+
+
+class InventoryStore(Protocol):
+    """The images of this registry the cluster uses, as the last inventory found them."""
+
+    async def replace_inventory(self, images: Sequence[RunningImage], at: float) -> None:
+        """Replace the inventory with ``images``, found at ``at``."""
+
+    async def inventory(self) -> tuple[float | None, list[RunningImage]]:
+        """When the inventory was taken (None: never), and its images."""
+
+
+class UsageStore(Protocol):
+    """Usage per repository (for chargeback): pulls and pushes counted by the workers, and
+    what each repository stores, computed when asked."""
+
+    async def record_usage(self, counts: Sequence[UsageCount]) -> None:
+        """Add what the workers counted, in one transaction: each repository's pulls and
+        pushes are added to its totals and its last pull and push become the later of the
+        stored and the given times; likewise per manifest (``manifest_pulls``). Counts of
+        repositories that do not exist are dropped; a repository named twice counts twice.
+        """
+
+    async def repository_usage(self, repository: str | None) -> list[RepositoryUsage]:
+        """The usage of ``repository`` (an empty list if it does not exist), or of every
+        repository (None), sorted by name. Stored bytes are computed from the manifests and
+        blob links as they are now: a blob is shared if another repository links it too.
+        """
+
+    async def manifest_pulls(self, repository: str) -> list[ManifestPulls]:
+        """How often each manifest of ``repository`` was pulled and when last, by digest in
+        order: every digest pulled at least once (a deleted manifest's row stays)."""
+
+
+class MetadataStore(
+    BlobStore,
+    ManifestStore,
+    PolicyStore,
+    PinStore,
+    UploadStore,
+    CollectionStore,
+    InventoryStore,
+    UsageStore,
+    Protocol,
+):
     """The whole store, as the server builds it (``moorage.backends``)."""
 
     async def connect(self) -> None:

@@ -19,8 +19,10 @@ from moorage.model import (
     PolicyChange,
     PolicyRecord,
     ReferrerRecord,
+    RepositoryUsage,
     TagEvent,
     Upload,
+    UsageCount,
 )
 
 Row = Sequence[Any]
@@ -140,7 +142,7 @@ def pin_filters(
 
 # -- uploads ------------------------------------------------------------------------------------
 UPLOAD_COLUMNS = (
-    'id, repository, "offset", hash_state, created_at, updated_at, lease_until, lease_owner'
+    'id, repository, "offset", hash_state, created_at, updated_at, lease_until, lease_owner, digest'
 )
 
 
@@ -155,8 +157,94 @@ def upload_values(upload: Upload) -> tuple[object, ...]:
         upload.updated_at,
         upload.lease_until,
         upload.lease_owner,
+        upload.digest,
     )
 
 
 def upload_record(row: Row) -> Upload:
     return Upload(*row)
+
+
+# -- usage per repository -----------------------------------------------------------------------
+#: What a flush adds to one repository: its name, then ``repository_usage``'s columns.
+UsageRow = tuple[str, int, int, float | None, float | None]
+
+
+def _later(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def usage_values(counts: Sequence[UsageCount]) -> list[UsageRow]:
+    """What ``counts`` add to ``repository_usage``, as (name, pulls, pushes, last_pull,
+    last_push): one row per repository (a repository named twice has its counts added), in
+    the order of names, so that concurrent flushes update rows in one order."""
+    merged: dict[str, UsageRow] = {}
+    for count in counts:
+        name, pulls, pushes, last_pull, last_push = merged.get(
+            count.repository, (count.repository, 0, 0, None, None)
+        )
+        merged[count.repository] = (
+            name,
+            pulls + count.pulls,
+            pushes + count.pushes,
+            _later(last_pull, count.last_pull),
+            _later(last_push, count.last_push),
+        )
+    return [merged[name] for name in sorted(merged)]
+
+
+def manifest_pull_values(counts: Sequence[UsageCount]) -> list[tuple[str, str, int, float]]:
+    """What ``counts`` add to ``manifest_pulls``, as (name, digest, pulls, last_pull): one row
+    per manifest, in the order of (name, digest)."""
+    merged: dict[tuple[str, str], tuple[int, float]] = {}
+    for count in counts:
+        for pulled in count.manifests:
+            key = (count.repository, pulled.digest)
+            pulls, last = merged.get(key, (0, pulled.last_pull))
+            merged[key] = (pulls + pulled.pulls, max(last, pulled.last_pull))
+    return [(*key, *merged[key]) for key in sorted(merged)]
+
+
+#: The usage report of the repositories ``{where}`` selects, one row each (``repository_usage``),
+#: in both backends' SQL: a blob is "shared" when another repository links it too.
+USAGE_REPORT = """
+WITH r AS MATERIALIZED (SELECT id, name FROM repositories WHERE {where}),
+m AS (
+    SELECT repo_id, count(*) AS n, sum(size) AS bytes FROM manifests
+    WHERE repo_id IN (SELECT id FROM r) GROUP BY repo_id
+),
+t AS (
+    SELECT repo_id, count(*) AS n FROM tags WHERE repo_id IN (SELECT id FROM r) GROUP BY repo_id
+),
+l AS (
+    SELECT l.repo_id, b.size, EXISTS (
+        SELECT 1 FROM repository_blobs o WHERE o.digest = l.digest AND o.repo_id <> l.repo_id
+    ) AS shared
+    FROM repository_blobs l JOIN blobs b ON b.digest = l.digest
+    WHERE l.repo_id IN (SELECT id FROM r)
+),
+b AS (
+    SELECT repo_id, count(*) AS n,
+        sum(CASE WHEN shared THEN 0 ELSE size END) AS own,
+        sum(CASE WHEN shared THEN size ELSE 0 END) AS shared
+    FROM l GROUP BY repo_id
+)
+SELECT r.name, coalesce(m.n, 0), coalesce(t.n, 0), coalesce(b.n, 0), coalesce(m.bytes, 0),
+    coalesce(b.own, 0), coalesce(b.shared, 0), coalesce(u.pulls, 0), coalesce(u.pushes, 0),
+    u.last_pull, u.last_push
+FROM r
+LEFT JOIN m ON m.repo_id = r.id
+LEFT JOIN t ON t.repo_id = r.id
+LEFT JOIN b ON b.repo_id = r.id
+LEFT JOIN repository_usage u ON u.repo_id = r.id
+ORDER BY r.name
+"""
+
+
+def repository_usage(row: Row) -> RepositoryUsage:
+    """A row of the usage report: name, manifests, tags, blobs, manifest bytes, own and shared
+    bytes, pulls, pushes, last pull, last push (sums may come as decimals: PostgreSQL)."""
+    manifests, tags, blobs, manifest_bytes, own, shared, pulls, pushes = map(int, row[1:9])
+    return RepositoryUsage(
+        row[0], manifests, tags, blobs, manifest_bytes, own, shared, pulls, pushes, row[9], row[10]
+    )

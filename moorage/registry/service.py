@@ -1,10 +1,11 @@
 """The registry: the one object the API and the admission webhooks reach data through,
-composed of the blob, upload, manifest, tag policy, tag history and pin services."""
+composed of the blob, upload, manifest, tag policy, tag history and pin services, the
+garbage collector and the usage counters."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,11 +16,15 @@ from moorage.meta.protocols import ManifestStore, MetadataStore
 from moorage.model import Actor, ManifestRecord, ReferrerRecord, push_tags
 from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
+from moorage.registry.collector import Collector, Pause, Progress
+from moorage.registry.inventory import Inventory
 from moorage.registry.manifests import parse_manifest
 from moorage.registry.pins import Pins
+from moorage.registry.settings import CollectionSettings
 from moorage.registry.tags import TagHistory, TagPolicies, denied
 from moorage.registry.upload_sessions import LEASE
 from moorage.registry.uploads import CHECKPOINT_EVERY, Uploads
+from moorage.registry.usage import Usage
 from moorage.storage.base import StorageDriver
 
 #: The spec asks registries to accept manifests of at least 4 MiB.
@@ -182,10 +187,17 @@ class Registry:
         upload_lease: float = LEASE,
         upload_checkpoint: int = CHECKPOINT_EVERY,
         download_redirect: float | None = None,
+        collection: CollectionSettings | None = None,
+        hosts: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.storage = storage
         self.meta = meta
+        self.clock = clock
+        self.collection = collection or CollectionSettings()
+        #: This registry's host names, as images name it (pins name repositories so).
+        self.hosts = frozenset(hosts)
+        self.upload_lease = upload_lease
         #: Blob GETs go to the storage's presigned URLs, valid ``download_redirect`` seconds
         #: (None: the registry sends the bytes itself).
         self.blobs = Blobs(storage, meta, download_redirect=download_redirect)
@@ -201,6 +213,9 @@ class Registry:
         self.history = TagHistory(meta, self.policies)
         self.manifests = Manifests(meta, self.policies, max_size=max_manifest_size)
         self.pins = Pins(meta)
+        self.inventory = Inventory(meta)
+        #: Pulls and pushes counted in memory, flushed in the background (``registry.usage``).
+        self.usage = Usage(meta, clock=clock)
 
     async def delete_blob(self, repository: str, digest: Digest, actor: Actor) -> None:
         """Unlink a blob, unless an immutable tag's image uses it (DENIED)."""
@@ -210,6 +225,26 @@ class Registry:
             )
         except TagRefused as exc:
             raise denied(exc, blob=str(digest)) from None
+
+    def collector(
+        self,
+        *,
+        hosts: Iterable[str] | None = None,
+        pause: Pause | None = None,
+        progress: Progress | None = None,
+    ) -> Collector:
+        """A garbage collector of this registry; ``hosts``: this registry's names, as the
+        images the admission webhook pinned name it (default: the registry's own)."""
+        return Collector(
+            self.storage,
+            self.meta,
+            self.collection,
+            hosts=self.hosts if hosts is None else hosts,
+            lease_margin=2 * self.upload_lease,
+            clock=self.clock,
+            pause=pause,
+            progress=progress,
+        )
 
     async def repositories(self, limit: int | None, last: str | None) -> list[str]:
         return await self.meta.list_repositories(limit, last)

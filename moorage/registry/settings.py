@@ -1,11 +1,12 @@
-"""The registry services' settings: ``[uploads]``, ``[manifests]``, ``[delete]``, ``[mount]``."""
+"""The registry services' settings: ``[uploads]``, ``[manifests]``, ``[delete]``, ``[mount]``,
+``[gc]``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from moorage.documents import Invalid, positive
+from moorage.documents import Invalid, at_least, positive
 
 #: The smallest interval between upload checkpoints, in bytes.
 MIN_CHECKPOINT = 64 * 1024
@@ -45,3 +46,28 @@ class DeleteSettings:
 class MountSettings:
     #: Mount a blob the registry already holds when a client asks without ``from``.
     automatic: bool = True
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """``[gc]``: garbage collection (``moorage gc``, and ``serve`` on a schedule)."""
+
+    #: Seconds: manifests pushed, blobs linked and bytes stored this recently are kept (a
+    #: push under way uploads layers before its manifest), and bytes are deleted this long
+    #: after the last record of them (downloads under way finish).
+    grace: Annotated[float, at_least(0)] = 3600.0
+    #: Seconds an untagged manifest is kept after it was last tagged (or pushed).
+    untagged_after: Annotated[float, at_least(0)] = 7 * 86400.0
+    #: Keep untagged manifests for ever (as CNCF Distribution does); their blobs too.
+    keep_untagged: bool = False
+    #: Seconds a digest the admission webhook pinned is kept after the pin.
+    pins_window: Annotated[float, at_least(0)] = 30 * 86400.0
+    #: Seconds a digest a tag pointed at is kept after the tag moved away or was deleted, so
+    #: that ``moorage tags restore`` can point it back.
+    history_window: Annotated[float, at_least(0)] = 7 * 86400.0
+    #: Seconds between collections by ``moorage serve`` (0: only ``moorage gc``).
+    interval: Annotated[float, at_least(0)] = 0.0
+    #: Seconds the cluster inventory (what runs) may be old: an older one stops a collection
+    #: (the webhooks, which take it, may be down), unless no inventory was ever taken. 0: no
+    #: limit.
+    inventory_max_age: Annotated[float, at_least(0)] = 1800.0

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 from moorage import process_identity
 from moorage.errors import ErrorCode, RegistryError
 from moorage.hashing import new_hasher
-from moorage.meta.errors import UploadBusy, UploadNotFound, UploadOffsetMismatch
+from moorage.meta.errors import (
+    BlobBeingDeleted,
+    UploadBusy,
+    UploadNotFound,
+    UploadOffsetMismatch,
+)
 from moorage.meta.protocols import UploadStore
 from moorage.model import Upload
 from moorage.registry.layout import upload_key
@@ -56,6 +61,15 @@ def busy() -> RegistryError:
         ErrorCode.BLOB_UPLOAD_INVALID,
         "another request is writing to this upload; retry when it has finished",
         status=416,
+    )
+
+
+def being_deleted(digest: str) -> RegistryError:
+    """503: garbage collection is deleting this blob's bytes right now."""
+    return RegistryError(
+        ErrorCode.UNKNOWN,
+        f"blob {digest} is being deleted by garbage collection; retry in a moment",
+        status=503,
     )
 
 
@@ -107,8 +121,11 @@ class UploadSessions:
             ErrorCode.BLOB_UPLOAD_UNKNOWN, f"upload {upload_id[:64]!r} is unknown or has expired"
         )
 
-    async def start(self, repository: str, *, leased: bool = False) -> Upload:
-        """A new, empty session; ``leased``: its lease held by this request."""
+    async def start(
+        self, repository: str, *, leased: bool = False, digest: str | None = None
+    ) -> Upload:
+        """A new, empty session; ``leased``: its lease held by this request, which completes
+        it as ``digest`` if given (503 while garbage collection deletes that blob)."""
         now = self.clock()
         upload = Upload(
             id=str(uuid.uuid4()),
@@ -119,10 +136,15 @@ class UploadSessions:
             updated_at=now,
             lease_until=now + self.lease if leased else 0.0,
             lease_owner=str(process_identity.current()) if leased else "",
+            digest=digest,
         )
         writer = await self.storage.open_writer(upload_key(upload.id), 0)
         await writer.close()
-        await self.meta.create_upload(upload)
+        try:
+            await self.meta.create_upload(upload)
+        except BlobBeingDeleted as exc:
+            await self.storage.delete(upload_key(upload.id))
+            raise being_deleted(exc.digest) from None
         return upload
 
     async def status(self, repository: str, upload_id: str) -> Upload:
@@ -133,14 +155,24 @@ class UploadSessions:
             raise self.unknown(upload_id)
         return upload
 
-    async def acquire(self, repository: str, upload_id: str, offset: int | None) -> Upload:
+    async def acquire(
+        self,
+        repository: str,
+        upload_id: str,
+        offset: int | None,
+        *,
+        completing: str | None = None,
+    ) -> Upload:
         """Take the session's lease, for a request that writes from ``offset`` (None: from
-        wherever the upload ends)."""
+        wherever the upload ends), and completes the upload as ``completing`` if given (503
+        while garbage collection deletes that blob)."""
         if not _UPLOAD_ID_RE.fullmatch(upload_id):
             raise self.unknown(upload_id)
         now = self.clock()
         try:
-            upload = await self._take_lease(repository, upload_id, offset, now)
+            upload = await self._take_lease(repository, upload_id, offset, now, completing)
+        except BlobBeingDeleted as exc:
+            raise being_deleted(exc.digest) from None
         except UploadNotFound:
             raise self.unknown(upload_id) from None
         except UploadBusy:
@@ -158,12 +190,19 @@ class UploadSessions:
         return upload
 
     async def _take_lease(
-        self, repository: str, upload_id: str, offset: int | None, now: float
+        self,
+        repository: str,
+        upload_id: str,
+        offset: int | None,
+        now: float,
+        completing: str | None,
     ) -> Upload:
         """``_lease_or_take_over``, but if the request is cancelled (its client went away)
         while the lease is being taken, the lease is given back once taken instead of being
         left held."""
-        task = asyncio.ensure_future(self._lease_or_take_over(repository, upload_id, offset, now))
+        task = asyncio.ensure_future(
+            self._lease_or_take_over(repository, upload_id, offset, now, completing)
+        )
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -171,20 +210,32 @@ class UploadSessions:
             raise
 
     async def _lease_or_take_over(
-        self, repository: str, upload_id: str, offset: int | None, now: float
+        self,
+        repository: str,
+        upload_id: str,
+        offset: int | None,
+        now: float,
+        completing: str | None,
     ) -> Upload:
         """Take the upload's lease; from its holder too if that process no longer runs."""
         owner = str(process_identity.current())
         try:
             return await self.meta.acquire_upload(
-                upload_id, repository, offset, now, self.lease, owner
+                upload_id, repository, offset, now, self.lease, owner, completing=completing
             )
         except UploadBusy as held:
             if not held.owner or not process_identity.has_exited(held.owner):
                 raise
             holder, held_as = held.owner, held.lease_until
         upload = await self.meta.acquire_upload(
-            upload_id, repository, offset, now, self.lease, owner, take_over=held_as
+            upload_id,
+            repository,
+            offset,
+            now,
+            self.lease,
+            owner,
+            take_over=held_as,
+            completing=completing,
         )
         self.counters.leases_taken_over += 1
         log.info(

@@ -35,12 +35,20 @@ from typing import Protocol
 from moorage.digest import Digest
 from moorage.errors import ClientDisconnected, ErrorCode, RegistryError
 from moorage.hashing import Hasher, new_hasher
+from moorage.meta.errors import BlobBeingDeleted, UploadLeaseLost
 from moorage.meta.protocols import BlobStore, UploadStore
 from moorage.model import Upload
 from moorage.registry.layout import blob_key, upload_key
 from moorage.registry.upload_checkpoints import Checkpoint, Checkpoints
 from moorage.registry.upload_receiving import Body, receive
-from moorage.registry.upload_sessions import LEASE, HeldLease, UploadCounters, UploadSessions
+from moorage.registry.upload_sessions import (
+    LEASE,
+    HeldLease,
+    UploadCounters,
+    UploadSessions,
+    being_deleted,
+    lost_lease,
+)
 from moorage.storage.base import StorageDriver
 
 log = logging.getLogger("moorage.uploads")
@@ -153,7 +161,7 @@ class Uploads:
     ) -> int:
         """PUT: append the last chunk (if any), verify the digest, store the blob; its size.
         ``start`` and ``length`` as for ``append``."""
-        upload = await self.sessions.acquire(repository, upload_id, start)
+        upload = await self.sessions.acquire(repository, upload_id, start, completing=str(digest))
         return await self._complete(upload, digest, body, length, resumable=True)
 
     async def monolithic(
@@ -162,7 +170,7 @@ class Uploads:
         """POST with ``?digest=``: the whole blob in one request (of ``length`` bytes, if
         given). The client never learns the session, so one that fails is dropped rather than
         kept for a resume."""
-        upload = await self.sessions.start(repository, leased=True)
+        upload = await self.sessions.start(repository, leased=True, digest=str(digest))
         return await self._complete(upload, digest, body, length, resumable=False)
 
     async def _complete(
@@ -203,8 +211,16 @@ class Uploads:
             )
         await lease.keep()  # nobody took the upload over while it was hashed
         await self.storage.commit(upload_key(upload.id), blob_key(digest))
-        await self.meta.add_blob(upload.repository, str(digest), offset)
-        await self.meta.delete_upload(upload.id)
+        # Fenced by the lease: garbage collection leaves the bytes of a digest alone while
+        # an upload completing as it holds its lease (``CollectionStore``).
+        try:
+            await self.meta.complete_upload(
+                upload.id, upload.lease_until, str(digest), offset, self.sessions.clock()
+            )
+        except UploadLeaseLost:
+            raise lost_lease() from None
+        except BlobBeingDeleted as exc:
+            raise being_deleted(exc.digest) from None
         return offset
 
     async def _rehash(self, lease: HeldLease, algorithm: str) -> Hasher:

@@ -60,12 +60,32 @@ def test_choices_and_limits() -> None:
         webhook_configurations(ca_pem=b"x", timeout=31)
 
 
-def test_rbac_grants_reading_pull_secrets_only() -> None:
+def test_rbac_grants_reading_pull_secrets_and_listing_workloads_only() -> None:
     role, binding = rbac(service_account="hook", namespace="infra")
     assert role["kind"] == "ClusterRole"
+    assert role["metadata"]["name"] == "hook-read-pull-secrets"
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]}
+        {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+        # The cluster inventory, in all namespaces.
+        {
+            "apiGroups": [""],
+            "resources": ["pods", "podtemplates", "replicationcontrollers"],
+            "verbs": ["list"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": [
+                "controllerrevisions",
+                "daemonsets",
+                "deployments",
+                "replicasets",
+                "statefulsets",
+            ],
+            "verbs": ["list"],
+        },
+        {"apiGroups": ["batch"], "resources": ["cronjobs", "jobs"], "verbs": ["list"]},
     ]
+    assert binding["kind"] == "ClusterRoleBinding"
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "hook", "namespace": "infra"}]
 

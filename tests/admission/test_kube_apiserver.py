@@ -1,8 +1,9 @@
 """The admission webhooks behind a real kube-apiserver, driven as users drive it.
 
-One control plane for the module (``../shared/tools/kube``: etcd, kube-apiserver and
-kube-controller-manager on loopback; no kubelet, so Pods stay Pending, but the controllers make
-ReplicaSets, Pods and Jobs). One ``moorage serve`` over HTTPS (a certificate from
+One control plane (``../shared/tools/kube``: etcd, kube-apiserver and kube-controller-manager
+on loopback; no kubelet, so Pods stay Pending, but the controllers make ReplicaSets, Pods and
+Jobs), shared with the package's other modules (``conftest.py``): the webhooks are
+unregistered when the module ends. One ``moorage serve`` over HTTPS (a certificate from
 ``moorage certs --ip 127.0.0.1``) with its webhook listener, configured with validation rules
 per namespace and with the API server, token and CA its Kubernetes client reads pull secrets
 through. The webhooks are registered with exactly what ``moorage webhook manifests --url``
@@ -48,9 +49,18 @@ from tests.support.kube import (
     ControlPlane,
     Json,
     Kube,
+    StartingControlPlane,
     api_path,
     docker_config_secret,
-    start_control_plane,
+)
+from tests.support.kube_objects import (
+    container,
+    cronjob,
+    deployment,
+    pod_object,
+    pod_spec,
+    wait_for_pods,
+    workload,
 )
 from tests.support.server import RunningRegistry, free_port, start_moorage
 from tests.support.waiting import wait_until
@@ -167,12 +177,40 @@ def wait_until_the_webhooks_answer(cluster: Cluster) -> None:
     wait_until(pinned, "the API server to call the webhooks", timeout=30)
 
 
+def remove_webhooks(kube: Kube, manifests: list[Json], registry: str) -> None:
+    """Delete the webhook configurations, and wait until the API server calls neither: a
+    server-side dry run of a Deployment in prod with an image moorage does not hold (which
+    pinning refuses) and one of Docker Hub (which prod's rule refuses) is admitted."""
+    for item in manifests:
+        if item["kind"].endswith("WebhookConfiguration"):
+            with contextlib.suppress(ApiError):
+                kube.delete(kube.object_path(item))
+    if kube.find(api_path("v1", "namespaces", name="prod")) is None:
+        kube.create_namespace("prod", wait_for_service_account=False)
+    probe = deployment("probe", f"{registry}/team/nope:1.0")
+    probe["spec"]["template"]["spec"]["containers"].append(
+        container("hub", f"docker.io/library/nginx@{HUB_DIGEST}")
+    )
+
+    def admitted() -> bool:
+        try:
+            kube.create(api_path("apps/v1", "deployments", "prod"), probe, dryRun="All")
+        except ApiError as exc:
+            if exc.status in (403, 500):  # refused, or moorage could not be called
+                return False
+            raise
+        return True
+
+    wait_until(admitted, "the API server to stop calling the webhooks", timeout=30)
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(
+    kube_control_plane: StartingControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("kube-apiserver")
     with contextlib.ExitStack() as cleanup:
-        starting = start_control_plane(workdir / "kube")
-        cleanup.callback(starting.stop)
+        starting = kube_control_plane  # shared by the package (tests/admission/conftest.py)
         # While the control plane starts: certificates, and the other registry with an image.
         certs = workdir / "certs"
         moorage_cli("certs", "--out", str(certs), "--ip", "127.0.0.1")
@@ -225,6 +263,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "--service-account", WEBHOOK_ACCOUNT,
         ).stdout  # fmt: skip
         manifests: list[Json] = json.loads(printed)["items"]
+        # The control plane outlives the module: the webhooks go before moorage stops.
+        cleanup.callback(remove_webhooks, kube, manifests, f"127.0.0.1:{port}")
         for item in manifests:
             kube.create_object(item)
         made = Cluster(
@@ -247,46 +287,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 # -- objects as kubectl makes them -----------------------------------------------------------------
 
 
-def container(name: str, image: str, **fields: Any) -> Json:
-    return {"name": name, "image": image, "resources": {}, **fields}
-
-
-def pod_spec(containers: list[Json], init: list[Json] | None = None, **fields: Any) -> Json:
-    spec: Json = {"containers": containers, **fields}
-    if init:
-        spec["initContainers"] = init
-    return spec
-
-
-def pod_object(name: str, containers: list[Json], **spec: Any) -> Json:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"run": name}},
-        "spec": pod_spec(containers, **spec),
-    }
-
-
-def deployment(name: str, image: str, replicas: int = 1) -> Json:
-    """What ``kubectl create deployment NAME --image=IMAGE --replicas=N`` sends."""
-    labels = {"app": name}
-    return {
-        "kind": "Deployment",
-        "apiVersion": "apps/v1",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [container(name, image)]},
-            },
-            "strategy": {},
-        },
-        "status": {},
-    }
-
-
 def create_deployment(kube: Kube, namespace: str, name: str, image: str, replicas: int = 1) -> Json:
     return kube.create(
         api_path("apps/v1", "deployments", namespace),
@@ -294,30 +294,6 @@ def create_deployment(kube: Kube, namespace: str, name: str, image: str, replica
         fieldManager="kubectl-create",
         fieldValidation="Strict",
     )
-
-
-def workload(kind: str, name: str, spec: Json, **extra: Any) -> Json:
-    """A StatefulSet, DaemonSet or Job running ``spec``."""
-    labels = {"app": name}
-    template = {"metadata": {"labels": labels}, "spec": spec}
-    body: Json = {"template": template, **extra}
-    if kind != "Job":
-        body["selector"] = {"matchLabels": labels}
-    api = "batch/v1" if kind == "Job" else "apps/v1"
-    return {"apiVersion": api, "kind": kind, "metadata": {"name": name}, "spec": body}
-
-
-def cronjob(name: str, spec: Json, schedule: str = "0 3 * * *") -> Json:
-    """What ``kubectl create cronjob NAME --image=... --schedule=...`` sends."""
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {"name": name},
-        "spec": {
-            "schedule": schedule,
-            "jobTemplate": {"metadata": {"name": name}, "spec": {"template": {"spec": spec}}},
-        },
-    }
 
 
 def job_from_cronjob(name: str, cron: Json) -> Json:
@@ -355,17 +331,6 @@ def template_images(obj: Json) -> list[str]:
     if "jobTemplate" in spec:  # a CronJob (items of a list do not say their kind)
         spec = spec["jobTemplate"]["spec"]
     return images(spec["template"]["spec"])
-
-
-def wait_for_pods(kube: Kube, namespace: str, selector: str, count: int) -> list[Json]:
-    """The Pods matching ``selector``, once there are ``count`` of them."""
-    path = api_path("v1", "pods", namespace)
-
-    def listed() -> list[Json] | None:
-        found = kube.list(path, selector)
-        return found if len(found) == count else None
-
-    return wait_until(listed, f"{count} Pod(s) {selector} in {namespace}", timeout=30)
 
 
 def owner(obj: Json) -> str:

@@ -1078,6 +1078,8 @@ ENDPOINTS = [
     "_moorage/policy/check",
     "_moorage/policy/changes",
     "_moorage/pins",
+    "_moorage/gc",
+    "_moorage/usage",
 ]
 
 

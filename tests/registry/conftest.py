@@ -13,6 +13,10 @@ from moorage.registry.service import Registry
 from moorage.registry.uploads import Uploads
 from moorage.storage.memory import MemoryDriver
 from tests.registry.upload_bodies import EVERY
+from tests.support.app import make_env
+from tests.support.collecting import make_gc_env
+
+__all__ = ["make_env", "make_gc_env"]
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ async def get_manifest(
     if request.method == "HEAD":
         headers["Content-Length"] = str(record.size)
         return web.Response(headers=headers)
+    registry.usage.pulled(name, record.digest)  # a counter in memory: no I/O
     return web.Response(body=record.payload, headers=headers)
 
 
@@ -67,6 +68,7 @@ async def put_manifest(
         who,
         request.query.getall("tag", ()),
     )
+    registry.usage.pushed(name)
     digest = pushed.manifest.digest
     headers = CIMultiDict(
         {

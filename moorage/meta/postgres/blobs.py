@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moorage.meta import tag_changes
-from moorage.meta.postgres.database import REPO_ID, Transaction
+from moorage.meta.postgres.database import LINK_BLOB, REPO_ID, Transaction, blob_lock, record_blob
 from moorage.meta.postgres.tag_port import UNLINK_BLOB, GuardedChanges
 from moorage.model import REGISTRY_ACTOR, Actor, TagGuard
 
@@ -22,10 +22,6 @@ CROSS JOIN LATERAL (
 ) f
 """
 _UNLINK_BY_NAME = UNLINK_BLOB.replace("$1", REPO_ID.format("$1"))
-_LINK = (
-    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 def _size(row: Sequence[Any]) -> int:
@@ -36,16 +32,9 @@ class Blobs(GuardedChanges):
     async def add_blob(self, repository: str, digest: str, size: int) -> None:
         async def tx(t: Transaction) -> None:
             now = self._clock()
-            await t.conn.execute(
-                "WITH blob AS (INSERT INTO blobs (digest, size, created_at) VALUES ($2, $4, $3) "
-                f"ON CONFLICT (digest) DO NOTHING) {_LINK}",
-                await t.ensure_repo(repository, now),
-                digest,
-                now,
-                size,
-            )
+            await record_blob(t, await t.ensure_repo(repository, now), digest, size, now)
 
-        await self._transaction(tx)
+        await self._transaction(tx, shared=(blob_lock(digest),))
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
         return await self._coalesced(_BLOB_SIZE, _BLOB_SIZES, _size).get((repository, digest))
@@ -68,10 +57,12 @@ class Blobs(GuardedChanges):
             if size is None:
                 return None
             now = self._clock()
-            await t.conn.execute(_LINK, await t.ensure_repo(repository, now), digest, now)
+            await t.conn.execute(LINK_BLOB, await t.ensure_repo(repository, now), digest, now)
             return int(size)
 
-        return await self._transaction(tx)
+        # Shared with other recordings of the blob; garbage collection retires its record
+        # exclusively, so a mount either links a blob still recorded or finds none.
+        return await self._transaction(tx, shared=(blob_lock(digest),))
 
     async def unlink_blob(
         self,

@@ -47,7 +47,7 @@ from typing import Any, TypeVar, cast
 import asyncpg  # type: ignore[import-untyped]
 
 from moorage.meta.coalesce import Coalescer
-from moorage.meta.errors import MetadataError
+from moorage.meta.errors import BlobBeingDeleted, MetadataError
 from moorage.meta.postgres.pool import Pool
 from moorage.meta.postgres.schema import CONNECT_TIMEOUT, UNAVAILABLE, check_version, unavailable
 
@@ -81,6 +81,46 @@ _INSERT_REPO = (
     "INSERT INTO repositories (name, created_at) VALUES ($1, $2) "
     "ON CONFLICT (name) DO NOTHING RETURNING id"
 )
+
+
+#: Links a blob into a repository ($1: its id), or renews the link's time: garbage collection
+#: spares young links, so a blob uploaded or mounted again waits for the manifest needing it.
+LINK_BLOB = (
+    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at"
+)
+
+
+_RECORD_BLOB = """
+WITH deleting AS (
+    SELECT 1 FROM blob_deletions WHERE digest = $2 AND marked_at IS NOT NULL
+), revived AS (
+    DELETE FROM blob_deletions WHERE digest = $2 AND marked_at IS NULL
+), blob AS (
+    INSERT INTO blobs (digest, size, created_at) SELECT $2, $4, $3
+    WHERE NOT EXISTS (SELECT 1 FROM deleting)
+    ON CONFLICT (digest) DO NOTHING
+), link AS (
+    INSERT INTO repository_blobs (repo_id, digest, created_at) SELECT $1, $2, $3
+    WHERE NOT EXISTS (SELECT 1 FROM deleting)
+    ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at
+)
+SELECT EXISTS (SELECT 1 FROM deleting)
+"""
+
+
+async def record_blob(t: Transaction, repo_id: int, digest: str, size: int, now: float) -> None:
+    """Record a blob and link it into the repository, in a transaction holding the blob's
+    lock shared; a deletion of the blob is undone. BlobBeingDeleted (the caller's transaction
+    must roll back) while its bytes are being deleted."""
+    if await t.conn.fetchval(_RECORD_BLOB, repo_id, digest, now, size):
+        raise BlobBeingDeleted(digest)
+
+
+def blob_lock(digest: str) -> int:
+    """The advisory lock of one blob: held exclusively while garbage collection retires its
+    record or starts deleting its bytes, shared while a blob is recorded or mounted."""
+    return lock_key("blob", digest)
 
 
 def lock_key(*parts: str) -> int:

@@ -164,6 +164,53 @@ MIGRATIONS: tuple[Migration, ...] = (
         "upload leases name the process holding them",
         "ALTER TABLE uploads ADD COLUMN lease_owner text NOT NULL DEFAULT ''",
     ),
+    Migration(
+        3,
+        "garbage collection: uploads completing as a digest, blob deletions, the inventory; "
+        "usage per repository",
+        """
+        ALTER TABLE uploads ADD COLUMN digest text COLLATE "C";
+        CREATE INDEX uploads_by_digest ON uploads (digest) WHERE digest IS NOT NULL;
+        CREATE TABLE blob_deletions (
+            digest text COLLATE "C" PRIMARY KEY,
+            size bigint NOT NULL,
+            since double precision NOT NULL,
+            reason text NOT NULL,
+            marked_at double precision,
+            marked_by text
+        );
+        CREATE TABLE running_images (
+            repository text COLLATE "C" NOT NULL,
+            digest text COLLATE "C",
+            tag text COLLATE "C",
+            namespace text NOT NULL,
+            kind text NOT NULL,
+            name text NOT NULL,
+            container text NOT NULL,
+            image text NOT NULL
+        );
+        CREATE INDEX running_images_by_repository ON running_images (repository);
+        CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest);
+        CREATE TABLE repository_usage (
+            repo_id bigint PRIMARY KEY REFERENCES repositories (id),
+            pulls bigint NOT NULL DEFAULT 0,
+            pushes bigint NOT NULL DEFAULT 0,
+            last_pull double precision,
+            last_push double precision
+        );
+        CREATE TABLE manifest_pulls (
+            repo_id bigint NOT NULL,
+            digest text COLLATE "C" NOT NULL,
+            pulls bigint NOT NULL DEFAULT 0,
+            last_pull double precision NOT NULL,
+            PRIMARY KEY (repo_id, digest)
+        );
+        CREATE TABLE inventory (
+            id integer PRIMARY KEY CHECK (id = 1),
+            taken_at double precision NOT NULL
+        );
+        """,
+    ),
 )
 
 #: The schema version this code needs.

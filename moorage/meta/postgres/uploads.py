@@ -6,29 +6,56 @@ holder whose lease was taken over."""
 
 from __future__ import annotations
 
-from moorage.meta.errors import UploadBusy
+from moorage.meta.errors import BlobBeingDeleted, UploadBusy, UploadLeaseLost
 from moorage.meta.leases import check_acquire
-from moorage.meta.postgres.database import Database
+from moorage.meta.postgres.database import Database, Transaction, blob_lock, record_blob
 from moorage.meta.rows import UPLOAD_COLUMNS, upload_record, upload_values
 from moorage.model import Upload
 
 # One compare-and-set: among racers, the row lock makes each later one re-check the condition
 # against the winner's lease.
 _ACQUIRE = f"""
-UPDATE uploads SET lease_until = $3 + $4, lease_owner = $6
+UPDATE uploads SET lease_until = $3 + $4, lease_owner = $6, digest = $8
 WHERE id = $1 AND repository = $2
   AND (lease_until <= $3 OR lease_until = $7::double precision)
   AND ($5::bigint IS NULL OR "offset" = $5)
 RETURNING {UPLOAD_COLUMNS}
 """
+# Completing as a digest: not while its bytes are being deleted. The deletion's row is locked
+# (shared), so a collector marking it as deleting either commits first (and this sees the
+# mark) or waits for this to commit (and then sees the upload completing as the digest).
+_ACQUIRE_COMPLETING = f"""
+WITH deletion AS (
+    SELECT marked_at FROM blob_deletions WHERE digest = $8 FOR SHARE
+)
+UPDATE uploads SET lease_until = $3 + $4, lease_owner = $6, digest = $8
+WHERE id = $1 AND repository = $2
+  AND (lease_until <= $3 OR lease_until = $7::double precision)
+  AND ($5::bigint IS NULL OR "offset" = $5)
+  AND NOT EXISTS (SELECT 1 FROM deletion WHERE marked_at IS NOT NULL)
+RETURNING {UPLOAD_COLUMNS}
+"""
+_CREATE_COMPLETING = f"""
+WITH deletion AS (
+    SELECT marked_at FROM blob_deletions WHERE digest = $9 FOR SHARE
+)
+INSERT INTO uploads ({UPLOAD_COLUMNS})
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+WHERE NOT EXISTS (SELECT 1 FROM deletion WHERE marked_at IS NOT NULL)
+"""
+_DELETING = "SELECT 1 FROM blob_deletions WHERE digest = $1 AND marked_at IS NOT NULL"
 
 
 class Uploads(Database):
     async def create_upload(self, upload: Upload) -> None:
-        await self._change(
-            f"INSERT INTO uploads ({UPLOAD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            *upload_values(upload),
-        )
+        if upload.digest is None:
+            await self._change(
+                f"INSERT INTO uploads ({UPLOAD_COLUMNS}) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                *upload_values(upload),
+            )
+        elif not await self._change(_CREATE_COMPLETING, *upload_values(upload)):
+            raise BlobBeingDeleted(upload.digest)
 
     async def get_upload(self, upload_id: str, repository: str) -> Upload | None:
         row = await self._fetchrow(
@@ -47,10 +74,12 @@ class Uploads(Database):
         lease: float,
         owner: str = "",
         take_over: float | None = None,
+        completing: str | None = None,
     ) -> Upload:
+        sql = _ACQUIRE if completing is None else _ACQUIRE_COMPLETING
         for _ in range(100):
             row = await self._fetchrow(
-                _ACQUIRE, upload_id, repository, now, lease, offset, owner, take_over
+                sql, upload_id, repository, now, lease, offset, owner, take_over, completing
             )
             if row is not None:
                 return upload_record(row)
@@ -58,6 +87,8 @@ class Uploads(Database):
             # the two statements: try again.
             upload = await self.get_upload(upload_id, repository)
             check_acquire(upload, upload_id, offset, now, take_over)
+            if completing is not None and await self._fetchrow(_DELETING, completing):
+                raise BlobBeingDeleted(completing)
         raise UploadBusy(upload_id)
 
     async def renew_upload(
@@ -105,6 +136,23 @@ class Uploads(Database):
             upload_id,
             lease_until,
         )
+
+    async def complete_upload(
+        self, upload_id: str, lease_until: float, digest: str, size: int, now: float
+    ) -> None:
+        async def tx(t: Transaction) -> None:
+            repository = await t.conn.fetchval(
+                "DELETE FROM uploads WHERE id = $1 AND lease_until = $2 AND lease_until > $3 "
+                "RETURNING repository",
+                upload_id,
+                lease_until,
+                now,
+            )
+            if repository is None:
+                raise UploadLeaseLost(upload_id)
+            await record_blob(t, await t.ensure_repo(repository, now), digest, size, now)
+
+        await self._transaction(tx, shared=(blob_lock(digest),))
 
     async def delete_upload(self, upload_id: str) -> None:
         await self._change("DELETE FROM uploads WHERE id = $1", upload_id)

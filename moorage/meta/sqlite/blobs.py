@@ -5,27 +5,16 @@ from __future__ import annotations
 import sqlite3
 
 from moorage.meta import tag_changes
-from moorage.meta.sqlite.database import ensure_repo
+from moorage.meta.sqlite.database import LINK_BLOB, ensure_repo, record_blob
 from moorage.meta.sqlite.tag_port import GuardedChanges
 from moorage.model import REGISTRY_ACTOR, Actor, TagGuard
-
-_LINK = (
-    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) "
-    "ON CONFLICT DO NOTHING"
-)
 
 
 class Blobs(GuardedChanges):
     async def add_blob(self, repository: str, digest: str, size: int) -> None:
         def tx(conn: sqlite3.Connection) -> None:
             now = self._clock()
-            repo_id = ensure_repo(conn, repository, now)
-            conn.execute(
-                "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (digest) DO NOTHING",
-                (digest, size, now),
-            )
-            conn.execute(_LINK, (repo_id, digest, now))
+            record_blob(conn, ensure_repo(conn, repository, now), digest, size, now)
 
         await self._write(tx)
 
@@ -58,7 +47,7 @@ class Blobs(GuardedChanges):
             if row is None:
                 return None
             now = self._clock()
-            conn.execute(_LINK, (ensure_repo(conn, repository, now), digest, now))
+            conn.execute(LINK_BLOB, (ensure_repo(conn, repository, now), digest, now))
             return int(row[0])
 
         return await self._write(tx)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Self, TypeVar
 
+from moorage.meta.errors import BlobBeingDeleted
 from moorage.meta.sqlite.hint import VersionHint
 from moorage.meta.sqlite.schema import migrate
 from moorage.meta.sqlite.writer import GroupCommitWriter
@@ -33,6 +34,32 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+#: Links a blob into a repository, or renews the link's time: garbage collection spares young
+#: links, so a blob uploaded or mounted again waits for the manifest that will need it.
+LINK_BLOB = (
+    "INSERT INTO repository_blobs (repo_id, digest, created_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (repo_id, digest) DO UPDATE SET created_at = excluded.created_at"
+)
+
+
+def record_blob(conn: sqlite3.Connection, repo_id: int, digest: str, size: int, now: float) -> None:
+    """Record a blob and link it into the repository; a deletion of the blob is undone.
+    BlobBeingDeleted (nothing changes) while its bytes are being deleted."""
+    deletion = conn.execute(
+        "SELECT marked_at FROM blob_deletions WHERE digest = ?", (digest,)
+    ).fetchone()
+    if deletion is not None:
+        if deletion[0] is not None:
+            raise BlobBeingDeleted(digest)
+        conn.execute("DELETE FROM blob_deletions WHERE digest = ?", (digest,))
+    conn.execute(
+        "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (digest) DO NOTHING",
+        (digest, size, now),
+    )
+    conn.execute(LINK_BLOB, (repo_id, digest, now))
 
 
 def existing_repo(conn: sqlite3.Connection, repository: str) -> int | None:

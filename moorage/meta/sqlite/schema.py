@@ -169,6 +169,52 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE uploads ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
     """,
+    # Garbage collection (meta/sqlite/collection.py): the digest an upload is completing as,
+    # blobs on their way out, the cluster inventory, and tag history by repository and time;
+    # usage per repository and pulls per manifest (meta/sqlite/usage.py).
+    """
+    ALTER TABLE uploads ADD COLUMN digest TEXT;
+    CREATE INDEX uploads_by_digest ON uploads (digest) WHERE digest IS NOT NULL;
+    CREATE TABLE blob_deletions (
+        digest TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        since REAL NOT NULL,
+        reason TEXT NOT NULL,
+        marked_at REAL,
+        marked_by TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE running_images (
+        repository TEXT NOT NULL,
+        digest TEXT,
+        tag TEXT,
+        namespace TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        container TEXT NOT NULL,
+        image TEXT NOT NULL
+    );
+    CREATE INDEX running_images_by_repository ON running_images (repository);
+    CREATE TABLE inventory (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        taken_at REAL NOT NULL
+    );
+    CREATE INDEX tag_events_by_repository ON tag_events (repository, at);
+    CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest);
+    CREATE TABLE repository_usage (
+        repo_id INTEGER PRIMARY KEY REFERENCES repositories (id),
+        pulls INTEGER NOT NULL DEFAULT 0,
+        pushes INTEGER NOT NULL DEFAULT 0,
+        last_pull REAL,
+        last_push REAL
+    );
+    CREATE TABLE manifest_pulls (
+        repo_id INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        pulls INTEGER NOT NULL DEFAULT 0,
+        last_pull REAL NOT NULL,
+        PRIMARY KEY (repo_id, digest)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

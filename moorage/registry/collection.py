@@ -1,0 +1,166 @@
+"""What garbage collection keeps in a repository, and why: the live set, decided from what the
+metadata store read of the repository (``RepositoryContents``). Pure: no I/O, no clock.
+
+Kept, each with the reasons shown by ``moorage gc --dry-run``:
+
+- every manifest a tag points at, and everything reachable from it: the children of an
+  index, and the config and layers of every kept manifest;
+- the referrers of kept manifests (signatures, SBOMs, attestations), and theirs;
+- digests the cluster uses now (the inventory), pinned by the admission webhook within the
+  pins window, or that a tag pointed at within the history window (so that ``moorage tags
+  restore`` keeps working);
+- manifests and blob links younger than the grace period: a push under way uploads layers
+  before the manifest that needs them, and children before their index;
+- untagged manifests until they have been untagged for ``untagged_after`` (never, if None).
+
+Everything else in the repository is garbage: the manifests, and the links to blobs no kept
+manifest uses. The store deletes them in the transaction that read the contents.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from moorage.model import RepositoryContents, RepositorySweep, StoredManifest
+
+#: Reasons kept per item, at most (the first is the most telling).
+MAX_REASONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Windows:
+    """The times that decide what is young enough to keep, in seconds before ``now``."""
+
+    now: float
+    #: Manifests pushed and blobs linked this recently are kept.
+    grace: float
+    #: Untagged manifests are kept until untagged this long (None: kept forever).
+    untagged_after: float | None
+    #: Digests pinned by the admission webhook this recently are kept.
+    pins: float
+    #: Digests a tag pointed at this recently are kept.
+    history: float
+
+    @property
+    def history_since(self) -> float:
+        """From when the tag history matters (to keep, or to date an untagging)."""
+        return self.now - max(self.history, self.untagged_after or 0.0)
+
+
+def ago(seconds: float) -> str:
+    """``42 s``, ``5 min``, ``3 h``, ``2 d``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def short(digest: str) -> str:
+    """``sha256:0123456789ab``: enough of a digest to tell it in a listing."""
+    return digest[: digest.find(":") + 13] if ":" in digest else digest[:19]
+
+
+class _Reasons:
+    """Reasons to keep digests, in the order they were found."""
+
+    def __init__(self) -> None:
+        self.by_digest: dict[str, list[str]] = defaultdict(list)
+
+    def add(self, digest: str, reason: str) -> bool:
+        """Add a reason; True if the digest was not kept before."""
+        reasons = self.by_digest[digest]
+        new = not reasons
+        if len(reasons) < MAX_REASONS and reason not in reasons:
+            reasons.append(reason)
+        return new
+
+    def __contains__(self, digest: object) -> bool:
+        return bool(self.by_digest.get(digest))  # type: ignore[call-overload]
+
+
+def plan(contents: RepositoryContents, windows: Windows) -> RepositorySweep:
+    """Decide what of the repository is garbage; everything kept comes with its reasons."""
+    now, name = windows.now, contents.repository
+    manifests = {m.digest: m for m in contents.manifests}
+    tags = dict(contents.tags)
+    tagged = set(tags.values())
+    kept = _Reasons()
+
+    for tag, digest in sorted(contents.tags):
+        kept.add(digest, f"tag {name}:{tag}")
+    for image in contents.running:
+        where = f"running in {image.namespace}/{image.kind}/{image.name}"
+        if image.digest is not None:
+            kept.add(image.digest, where)
+        elif image.tag is not None and image.tag in tags:
+            kept.add(tags[image.tag], f"{where} as :{image.tag}")
+    for pin in contents.pins:
+        if pin.at >= now - windows.pins:
+            kept.add(
+                pin.digest,
+                f"pinned {ago(now - pin.at)} ago in {pin.namespace}/{pin.kind}/{pin.name}",
+            )
+    last_tagged: dict[str, float] = {}
+    for event in contents.history:
+        last_tagged[event.digest] = max(last_tagged.get(event.digest, 0.0), event.at)
+        if event.at >= now - windows.history and event.digest not in tagged:
+            kept.add(
+                event.digest,
+                f"tag {name}:{event.tag} pointed at it {ago(now - event.at)} ago (restorable)",
+            )
+    for manifest in contents.manifests:
+        if manifest.created_at >= now - windows.grace:
+            kept.add(manifest.digest, f"pushed {ago(now - manifest.created_at)} ago")
+        elif manifest.digest in tagged:
+            continue
+        elif windows.untagged_after is None:
+            kept.add(manifest.digest, "untagged manifests are kept (gc.keep_untagged)")
+        else:
+            since = max(manifest.created_at, last_tagged.get(manifest.digest, 0.0))
+            if since >= now - windows.untagged_after:
+                kept.add(
+                    manifest.digest,
+                    f"untagged for {ago(now - since)}, less than gc.untagged_after",
+                )
+
+    kept_blobs = _Reasons()
+    referrers: dict[str, list[StoredManifest]] = defaultdict(list)
+    for manifest in contents.manifests:
+        if manifest.subject is not None:
+            referrers[manifest.subject].append(manifest)
+    queue = [digest for digest in list(kept.by_digest) if digest in manifests]
+    while queue:
+        manifest = manifests[queue.pop()]
+        for reference in manifest.references:
+            if reference.kind == "blob":
+                kept_blobs.add(reference.digest, f"used by {short(manifest.digest)}")
+            elif (
+                kept.add(reference.digest, f"in index {short(manifest.digest)}")
+                and reference.digest in manifests
+            ):
+                queue.append(reference.digest)
+        for referrer in referrers.get(manifest.digest, ()):
+            if kept.add(referrer.digest, f"refers to {short(manifest.digest)}"):
+                queue.append(referrer.digest)
+    for blob in contents.blobs:
+        if blob.digest not in kept_blobs and blob.linked_at >= now - windows.grace:
+            kept_blobs.add(blob.digest, f"uploaded {ago(now - blob.linked_at)} ago")
+
+    return RepositorySweep(
+        repository=name,
+        manifests=tuple(m for m in contents.manifests if m.digest not in kept),
+        blobs=tuple(b for b in contents.blobs if b.digest not in kept_blobs),
+        kept_manifests=tuple(
+            (m, tuple(kept.by_digest[m.digest])) for m in contents.manifests if m.digest in kept
+        ),
+        kept_blobs=tuple(
+            (b, tuple(kept_blobs.by_digest[b.digest]))
+            for b in contents.blobs
+            if b.digest in kept_blobs
+        ),
+    )
