@@ -2,17 +2,14 @@
 
 It opens the storage and the metadata store the configuration names, as ``serve`` does, so
 it runs beside the registry on the same data, or against the bucket and database replicas
-share. ``--dry-run`` lists what would go and why everything else is kept. It runs at a
-lower CPU priority (nice 10): on a busy machine the registry it runs beside goes first.
+share. ``--dry-run`` lists what would go and why everything else is kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +18,6 @@ from moorage.errors import RegistryError, Unavailable
 if TYPE_CHECKING:
     from moorage.config import Settings
     from moorage.registry.collector import CollectionReport
-
-#: How much lower than the registry's the collector's CPU priority is.
-NICENESS = 10
 
 
 def add_parser(commands: Any, serve_options: Any) -> None:
@@ -51,9 +45,6 @@ def _gc(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: every other command of the CLI starts faster without the server.
     from moorage.registry.collection_report import as_document, as_text
     from moorage.server import build_registry
-
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
 
     if settings.storage.driver == "memory":
         print("moorage: the memory storage driver keeps nothing to collect", file=sys.stderr)
