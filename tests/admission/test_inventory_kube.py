@@ -28,11 +28,15 @@ import pytest
 
 from moorage.admission.inventory import InventoryResource, list_running_images, take_inventory
 from moorage.admission.kube import ClusterConfig, KubeClient, KubernetesError
+from moorage.digest import Digest
 from moorage.meta.sqlite import SQLiteMetadata
-from moorage.model import RunningImage
+from moorage.model import Actor, ManifestRecord, Reference, RunningImage
+from moorage.registry.layout import blob_key
 from moorage.registry.service import Registry
+from moorage.registry.settings import CollectionSettings
 from moorage.storage.memory import MemoryDriver
 from tests.support.cli import moorage_cli
+from tests.support.images import seeded_image
 from tests.support.kube import ControlPlane, Json, Kube, StartingControlPlane, api_path
 from tests.support.kube_objects import (
     container,
@@ -443,3 +447,38 @@ async def test_without_list_on_a_resource_the_error_names_the_rule(
         timeout=30,
     )
     assert set(await list_running_images(client, HOSTS)) == setup.expected
+
+
+async def test_garbage_collection_keeps_what_the_cluster_runs(
+    setup: Setup, client: KubeClient, tmp_path: Path
+) -> None:
+    """From the API server to the collector: an untagged image that only a Pod runs, old
+    enough to go, is kept, with the Pod as the reason; its twin that nothing runs goes."""
+    settings = CollectionSettings(
+        grace=0, untagged_after=0, history_window=0, pins_window=0, inventory_max_age=0
+    )
+    registry = Registry(
+        MemoryDriver(), SQLiteMetadata(tmp_path / "meta.db"), collection=settings, hosts=HOSTS
+    )
+    running, idle = seeded_image("gc-running"), seeded_image("gc-idle")
+    for image in (running, idle):
+        for blob in image.all_blobs:
+            await registry.storage.put(blob_key(Digest.parse(blob.digest)), blob.data)
+            await registry.meta.add_blob("gc/app", blob.digest, blob.size)
+        references = tuple(Reference("blob", blob.digest) for blob in image.all_blobs)
+        record = ManifestRecord(
+            image.digest, image.media_type, image.manifest, references=references
+        )
+        await registry.meta.put_manifest("gc/app", record, (), Actor(None, "test", "gc"))
+    pods = api_path("v1", "pods", APPS)
+    runner = pod_object("gc-runner", [container("app", f"{OWN}/gc/app@{running.digest}")])
+    setup.kube.create(pods, runner)
+    try:
+        await take_inventory(client, HOSTS, registry.inventory.replace)
+        report = await registry.collector().run()
+    finally:
+        setup.kube.delete(api_path("v1", "pods", APPS, "gc-runner"))
+        await registry.close()
+    assert [m.digest for s in report.repositories for m in s.manifests] == [idle.digest]
+    kept = {m.digest: why for s in report.repositories for m, why in s.kept_manifests}
+    assert kept == {running.digest: (f"running in {APPS}/Pod/gc-runner",)}
