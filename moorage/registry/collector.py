@@ -33,7 +33,7 @@ from typing import Protocol
 from moorage import process_identity
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.protocols import BlobStore, CollectionStore, InventoryStore, ManifestStore
+from moorage.meta.protocols import CollectionStore, InventoryStore, ManifestStore
 from moorage.model import BlobDeletion, RepositoryContents, RepositorySweep
 from moorage.registry import collection
 from moorage.registry.collection import Windows
@@ -76,7 +76,7 @@ class InventoryTooOld(RegistryError):
         )
 
 
-class CollectingStore(CollectionStore, InventoryStore, BlobStore, ManifestStore, Protocol):
+class CollectingStore(CollectionStore, InventoryStore, ManifestStore, Protocol):
     """What garbage collection needs of the metadata store."""
 
 
