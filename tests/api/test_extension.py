@@ -8,14 +8,11 @@ The policy used throughout is the README's three examples, ordered so that ``dev
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pytest
 from aiohttp import ClientResponse
 
@@ -25,9 +22,9 @@ from tests.support.app import (
     RULES,
     VERSION_TAGS,
     Client,
-    MakeEnv,
     RegistryEnv,
     assert_error,
+    basic,
     get_json,
     history,
     install,
@@ -993,25 +990,6 @@ async def test_deleting_a_manifest_closes_the_spans_of_its_tags(env: RegistryEnv
 
 # -- auth -----------------------------------------------------------------------------------------
 
-PASSWORDS = {"admin": "admin-pw", "alice": "alice-pw"}
-
-
-def basic(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture
-async def secured(make_env: MakeEnv, tmp_path: Path) -> RegistryEnv:
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(
-        "".join(
-            f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
-            for user, pw in PASSWORDS.items()
-        )
-    )
-    return await make_env(auth={"htpasswd": htpasswd, "admins": ["admin"]})
-
 
 async def test_only_admins_change_the_policy(secured: RegistryEnv) -> None:
     client = secured.client
@@ -1137,3 +1115,16 @@ async def test_unknown_extension_path(fs_env: RegistryEnv, path: str) -> None:
 async def test_wrong_method(fs_env: RegistryEnv, method: str, path: str) -> None:
     resp = await fs_env.client.request(method, path)
     await assert_error(resp, 405, "UNSUPPORTED")
+
+
+async def test_only_admins_collect_garbage(secured: RegistryEnv) -> None:
+    client = secured.client
+    for method in ("GET", "POST"):
+        resp = await client.request(method, "/v2/_moorage/gc")
+        await assert_error(resp, 401, "UNAUTHORIZED")
+        resp = await client.request(method, "/v2/_moorage/gc", headers=basic("alice"))
+        error = await assert_error(resp, 403, "DENIED")
+        assert "alice" in error["message"]
+    resp = await client.get("/v2/_moorage/gc?summary", headers=basic("admin"))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["dry_run"] is True

@@ -3,20 +3,15 @@ pulls and pushes counted by the API (GET served, not HEAD; PUT stored), admins o
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
 from typing import Any
-
-import bcrypt
-import pytest
 
 from moorage.meta.sqlite import SQLiteMetadata
 from moorage.times import parse_time
 from tests.support.app import (
     Client,
-    MakeEnv,
     RegistryEnv,
     assert_error,
+    basic,
     get_json,
     get_manifest,
     push_image,
@@ -134,25 +129,6 @@ async def test_the_counts_are_written_when_the_app_stops(fs_env: RegistryEnv) ->
 
 
 # -- auth -----------------------------------------------------------------------------------------
-
-PASSWORDS = {"admin": "admin-pw", "alice": "alice-pw"}
-
-
-def basic(user: str) -> dict[str, str]:
-    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-@pytest.fixture
-async def secured(make_env: MakeEnv, tmp_path: Path) -> RegistryEnv:
-    htpasswd = tmp_path / "htpasswd"
-    htpasswd.write_text(
-        "".join(
-            f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
-            for user, pw in PASSWORDS.items()
-        )
-    )
-    return await make_env(auth={"htpasswd": htpasswd, "admins": ["admin"]})
 
 
 async def test_only_admins_read_usage(secured: RegistryEnv) -> None:

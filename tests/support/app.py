@@ -14,6 +14,7 @@ Requests: uploads (``start_upload``, ``push_blob``, ``push_blob_chunked``, ...),
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from aiohttp import ClientResponse, web, web_fileresponse
 from aiohttp.test_utils import TestClient
@@ -173,6 +175,29 @@ async def fs_env(make_env: MakeEnv) -> RegistryEnv:
 @pytest.fixture
 def client(env: RegistryEnv) -> Client:
     return env.client
+
+
+#: The users of ``secured``: an administrator (``auth.admins``) and one who is not.
+PASSWORDS = {"admin": "admin-pw", "alice": "alice-pw"}
+
+
+def basic(user: str) -> dict[str, str]:
+    """The Authorization header of one of ``PASSWORDS``' users."""
+    token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+async def secured(make_env: MakeEnv, tmp_path: Path) -> RegistryEnv:
+    """A registry on the filesystem behind basic auth, ``admin`` its administrator."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(
+        "".join(
+            f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+            for user, pw in PASSWORDS.items()
+        )
+    )
+    return await make_env(auth={"htpasswd": htpasswd, "admins": ["admin"]})
 
 
 # -- requests ----------------------------------------------------------------------------------
