@@ -257,11 +257,9 @@ async def test_commit_of_a_put_object(driver: S3Driver) -> None:
     assert await driver.stat("uploads/p") is None
 
 
-async def test_interrupted_commit_never_loses_the_target(
-    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A crash after the target exists and before the source is deleted leaves two
-    descriptors naming one set of segments; deleting or rewriting the source spares them."""
+async def interrupted_commit(driver: S3Driver, monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Commit ``uploads/u`` (two segments) to ``blobs/t``, the connection lost when the
+    source is to be deleted: both descriptors name the segments. The upload's bytes."""
     data = os.urandom(3000)
     await write(driver, "uploads/u", data[:1000])
     await write(driver, "uploads/u", data[1000:], offset=1000)
@@ -276,6 +274,15 @@ async def test_interrupted_commit_never_loses_the_target(
     with pytest.raises(StorageError):
         await driver.commit("uploads/u", "blobs/t")
     monkeypatch.setattr(Bucket, "delete", original_delete)
+    return data
+
+
+async def test_interrupted_commit_never_loses_the_target(
+    driver: S3Driver, raw: S3Store, config: S3Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after the target exists and before the source is deleted leaves two
+    descriptors naming one set of segments; deleting or rewriting the source spares them."""
+    data = await interrupted_commit(driver, monkeypatch)
     assert (await descriptor_of(raw, config, "uploads/u"))["moved_to"] == ["blobs/t"]
     assert await driver.get("blobs/t") == data
 
@@ -608,20 +615,7 @@ async def test_an_interrupted_commit_keeps_its_segments_through_sweeps(
     """Two descriptors name one set of segments (the source says it moves to the target);
     when the source is cut and rewritten, the segments the target names stay, even if the
     target is not listed: the source names it."""
-    data = os.urandom(3000)
-    await write(driver, "uploads/u", data[:1000])
-    await write(driver, "uploads/u", data[1000:], offset=1000)
-    original_delete = Bucket.delete
-
-    async def failing_delete(self: Bucket, paths: list[str], key: str) -> None:
-        if key == "uploads/u":
-            raise StorageError("connection lost")
-        await original_delete(self, paths, key)
-
-    monkeypatch.setattr(Bucket, "delete", failing_delete)
-    with pytest.raises(StorageError):
-        await driver.commit("uploads/u", "blobs/t")
-    monkeypatch.setattr(Bucket, "delete", original_delete)
+    data = await interrupted_commit(driver, monkeypatch)
     assert await driver.sweep(time.time() + HOUR) == SweepReport()
 
     await write(driver, "uploads/u", b"new", offset=0)  # names none of the target's segments
