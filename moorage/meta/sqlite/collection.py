@@ -130,10 +130,12 @@ class Collection(Database):
     async def orphaned_blobs(
         self, stored: Sequence[tuple[str, int]], now: float, *, apply: bool = True
     ) -> list[BlobDeletion]:
-        def unknown(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+        def unknown(
+            conn: sqlite3.Connection, found: Sequence[tuple[str, int]]
+        ) -> list[tuple[str, int]]:
             return [
                 (digest, size)
-                for digest, size in stored
+                for digest, size in found
                 if not conn.execute(
                     "SELECT 1 FROM blobs WHERE digest = ? "
                     "UNION ALL SELECT 1 FROM blob_deletions WHERE digest = ?",
@@ -141,13 +143,13 @@ class Collection(Database):
                 ).fetchone()
             ]
 
-        candidates = self._read(unknown)
+        candidates = self._read(lambda conn: unknown(conn, stored))
         if not apply:
             return [BlobDeletion(d, size, now, _ORPHANED) for d, size in candidates]
 
         def tx(conn: sqlite3.Connection) -> list[BlobDeletion]:
             found = []
-            for digest, size in unknown(conn):  # again, in the transaction
+            for digest, size in unknown(conn, candidates):  # again, in the transaction
                 row = conn.execute(
                     "INSERT INTO blob_deletions (digest, size, since, reason) "
                     f"VALUES (?, ?, ?, ?) RETURNING {DELETION_COLUMNS}",
