@@ -104,6 +104,8 @@ class Actor:
 
 #: Who a change is recorded as made by when the registry makes it of its own accord.
 REGISTRY_ACTOR = Actor(None, "registry", "")
+#: Who the tag deletions of retention rules are recorded as made by.
+COLLECTOR_ACTOR = Actor(None, "gc", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,18 +267,38 @@ class RepositoryContents:
     pins: tuple[PinRecord, ...] = ()
     history: tuple[HistoryTarget, ...] = ()
     running: tuple[RunningImage, ...] = ()
+    #: When each tag got the digest it points at (tag -> time), for retention rules.
+    tagged_at: tuple[tuple[str, float], ...] = ()
+    #: The last pull of each manifest pulled (digest -> time), for retention rules.
+    last_pulls: tuple[tuple[str, float], ...] = ()
+    #: The version of the tag policy in force, read in the same transaction (0: none).
+    policy_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredTag:
+    """A tag a retention rule removes: which tag, the digest it points at, the rule, and why
+    (recorded in the tag's history)."""
+
+    tag: str
+    digest: str
+    rule: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class RepositorySweep:
-    """What garbage collection decided for a repository: what to delete (manifests, and
-    blob links), and why everything else is kept (digest -> reasons, most telling first)."""
+    """What garbage collection decided for a repository: what to delete (manifests, blob
+    links, and tags retention rules remove), and why everything else is kept (digest ->
+    reasons, most telling first; tag -> why a retention rule spared it)."""
 
     repository: str
     manifests: tuple[StoredManifest, ...] = ()
     blobs: tuple[LinkedBlob, ...] = ()
     kept_manifests: tuple[tuple[StoredManifest, tuple[str, ...]], ...] = ()
     kept_blobs: tuple[tuple[LinkedBlob, tuple[str, ...]], ...] = ()
+    tags: tuple[ExpiredTag, ...] = ()
+    spared_tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,18 @@ def format_time(timestamp: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def ago(seconds: float) -> str:
+    """A duration as a listing shows it: ``42 s``, ``5 min``, ``3 h``, ``2 d``."""
+    seconds = max(seconds, 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
 def parse_time(text: str) -> float:
     """ISO 8601 (``2026-05-12T10:00Z``, an offset, or none meaning UTC; a date alone is its
     midnight) or Unix seconds. Raises ValueError with a message for anything else, including

@@ -7,10 +7,13 @@ no planner, however wrong, can make a store break a tag or an image it keeps.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from moorage.meta.tag_changes import Event
 from moorage.model import (
+    COLLECTOR_ACTOR,
     HistoryTarget,
     LinkedBlob,
     PinRecord,
@@ -27,6 +30,7 @@ Row = Sequence[Any]
 MANIFEST_COLUMNS = "digest, media_type, size, created_at, subject"
 REFERENCE_COLUMNS = "digest, kind, target"
 HISTORY_COLUMNS = "tag, old_digest, new_digest, at"
+TAG_COLUMNS = "name, digest, updated_at"
 RUNNING_COLUMNS = "namespace, kind, name, container, image, repository, tag, digest"
 DELETION_COLUMNS = "digest, size, since, reason, marked_at, marked_by"
 
@@ -40,10 +44,14 @@ def contents(
     pins: Iterable[PinRecord],
     history: Iterable[Row],
     running: Iterable[Row],
+    pulls: Iterable[Row] = (),
+    policy_version: int = 0,
 ) -> RepositoryContents:
     """The contents of a repository, from its rows: manifests (``MANIFEST_COLUMNS``), their
-    references (``REFERENCE_COLUMNS``), tags (name, digest), blob links (digest, size, linked
-    at), pins, tag events (``HISTORY_COLUMNS``) and running images (``RUNNING_COLUMNS``)."""
+    references (``REFERENCE_COLUMNS``), tags (``TAG_COLUMNS``), blob links (digest, size,
+    linked at), pins, tag events (``HISTORY_COLUMNS``), running images (``RUNNING_COLUMNS``),
+    the last pulls of manifests (digest, last pull) and the tag policy's version."""
+    tag_rows = [tuple(row) for row in tags]
     needs: dict[str, list[Reference]] = {}
     for digest, kind, target in references:
         needs.setdefault(digest, []).append(Reference(kind, target))
@@ -56,11 +64,14 @@ def contents(
             StoredManifest(d, media_type, size, created, subject, tuple(needs.get(d, ())))
             for d, media_type, size, created, subject in manifests
         ),
-        tags=tuple((name, digest) for name, digest in tags),
+        tags=tuple((name, digest) for name, digest, _ in tag_rows),
         blobs=tuple(LinkedBlob(d, size, linked) for d, size, linked in blobs),
         pins=tuple(pins),
         history=tuple(targets),
         running=tuple(RunningImage(*row) for row in running),
+        tagged_at=tuple((name, at) for name, _, at in tag_rows),
+        last_pulls=tuple((digest, at) for digest, at in pulls),
+        policy_version=policy_version,
     )
 
 
@@ -79,8 +90,9 @@ def pinned_as(repository: str, hosts: Sequence[str]) -> list[str]:
 
 def checked(contents: RepositoryContents, sweep: RepositorySweep) -> RepositorySweep:
     """``sweep`` without what would break a tag or a kept manifest: a manifest a tag points
-    at or that a manifest left in place needs, and a blob such a manifest uses. The stores
-    apply only this, so no planner can make them break an image."""
+    at or that a manifest left in place needs, and a blob such a manifest uses; and without
+    tag removals of tags that do not point where the sweep says. The stores apply only this,
+    so no planner can make them break an image."""
     doomed = {m.digest for m in sweep.manifests}
     for _, digest in contents.tags:
         doomed.discard(digest)
@@ -103,8 +115,24 @@ def checked(contents: RepositoryContents, sweep: RepositorySweep) -> RepositoryS
     }
     manifests = tuple(m for m in sweep.manifests if m.digest in doomed)
     blobs = tuple(b for b in sweep.blobs if b.digest not in needed)
-    if len(manifests) == len(sweep.manifests) and len(blobs) == len(sweep.blobs):
+    present = set(contents.tags)
+    tags = tuple(t for t in sweep.tags if (t.tag, t.digest) in present)
+    if (len(manifests), len(blobs), len(tags)) == (
+        len(sweep.manifests),
+        len(sweep.blobs),
+        len(sweep.tags),
+    ):
         return sweep
-    return RepositorySweep(
-        sweep.repository, manifests, blobs, sweep.kept_manifests, sweep.kept_blobs
-    )
+    return dataclasses.replace(sweep, manifests=manifests, blobs=blobs, tags=tags)
+
+
+def expired_events(sweep: RepositorySweep, now: float) -> list[Event]:
+    """The history events of the tags the sweep removes (deleted, by the collector, with the
+    retention rule and its reason)."""
+    return [
+        Event(
+            sweep.repository, t.tag, "deleted", t.digest, None, now, COLLECTOR_ACTOR, t.rule,
+            t.reason,
+        )
+        for t in sweep.tags
+    ]  # fmt: skip

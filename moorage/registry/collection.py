@@ -11,7 +11,11 @@ Kept, each with the reasons shown by ``moorage gc --dry-run``:
   restore`` keeps working);
 - manifests and blob links younger than the grace period: a push under way uploads layers
   before the manifest that needs them, and children before their index;
-- untagged manifests until they have been untagged for ``untagged_after`` (never, if None).
+- untagged manifests until they have been untagged for ``untagged_after`` (never, if None),
+  or for the ``untagged_after`` of the retention rule covering the repository.
+
+Retention rules (``moorage.registry.retention``) first remove tags; what those tags pointed
+at is kept as restorable this time, and goes later as untagged.
 
 Everything else in the repository is garbage: the manifests, and the links to blobs no kept
 manifest uses. The store deletes them in the transaction that read the contents.
@@ -22,7 +26,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from moorage.model import RepositoryContents, RepositorySweep, StoredManifest
+from moorage.meta.errors import PolicyChanged
+from moorage.model import ExpiredTag, RepositoryContents, RepositorySweep, StoredManifest
+from moorage.registry.retention import Retention
+from moorage.times import ago
 
 #: Reasons kept per item, at most (the first is the most telling).
 MAX_REASONS = 3
@@ -48,18 +55,6 @@ class Windows:
         return self.now - max(self.history, self.untagged_after or 0.0)
 
 
-def ago(seconds: float) -> str:
-    """``42 s``, ``5 min``, ``3 h``, ``2 d``."""
-    seconds = max(seconds, 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 2 * 3600:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 2 * 86400:
-        return f"{seconds / 3600:.0f} h"
-    return f"{seconds / 86400:.0f} d"
-
-
 def short(digest: str) -> str:
     """``sha256:0123456789ab``: enough of a digest to tell it in a listing."""
     return digest[: digest.find(":") + 13] if ":" in digest else digest[:19]
@@ -83,28 +78,66 @@ class _Reasons:
         return bool(self.by_digest.get(digest))  # type: ignore[call-overload]
 
 
-def plan(contents: RepositoryContents, windows: Windows) -> RepositorySweep:
-    """Decide what of the repository is garbage; everything kept comes with its reasons."""
-    now, name = windows.now, contents.repository
-    manifests = {m.digest: m for m in contents.manifests}
-    tags = dict(contents.tags)
-    tagged = set(tags.values())
-    kept = _Reasons()
-
-    for tag, digest in sorted(contents.tags):
-        kept.add(digest, f"tag {name}:{tag}")
+def _in_use(contents: RepositoryContents, windows: Windows) -> list[tuple[str, str]]:
+    """(digest, why) for each image of the repository the cluster uses: running now, or
+    pinned by the admission webhook within the pins window."""
+    now, tags = windows.now, dict(contents.tags)
+    uses: list[tuple[str, str]] = []
     for image in contents.running:
         where = f"running in {image.namespace}/{image.kind}/{image.name}"
         if image.digest is not None:
-            kept.add(image.digest, where)
+            uses.append((image.digest, where))
         elif image.tag is not None and image.tag in tags:
-            kept.add(tags[image.tag], f"{where} as :{image.tag}")
+            uses.append((tags[image.tag], f"{where} as :{image.tag}"))
     for pin in contents.pins:
         if pin.at >= now - windows.pins:
-            kept.add(
-                pin.digest,
-                f"pinned {ago(now - pin.at)} ago in {pin.namespace}/{pin.kind}/{pin.name}",
+            uses.append(
+                (
+                    pin.digest,
+                    f"pinned {ago(now - pin.at)} ago in {pin.namespace}/{pin.kind}/{pin.name}",
+                )
             )
+    return uses
+
+
+def plan(
+    contents: RepositoryContents, windows: Windows, retention: Retention | None = None
+) -> RepositorySweep:
+    """Decide what of the repository is garbage; everything kept comes with its reasons.
+
+    With ``retention``, its rules first remove tags (``PolicyChanged`` if the tag policy they
+    obey is not the one the store read in force).
+    """
+    now, name = windows.now, contents.repository
+    manifests = {m.digest: m for m in contents.manifests}
+    tags = dict(contents.tags)
+    uses = _in_use(contents, windows)
+    expired: list[ExpiredTag] = []
+    spared: list[tuple[str, str]] = []
+    untagged_after, untagged_rule = windows.untagged_after, None
+    if retention is not None:
+        untagged_after, untagged_rule = retention.untagged_after(name, untagged_after)
+        if retention.judges(name):
+            if contents.policy_version != retention.policy_version:
+                raise PolicyChanged(retention.policy_version, contents.policy_version)
+            protected: dict[str, str] = {}
+            for digest, why in uses:
+                protected.setdefault(digest, why)
+            expired, spared = retention.expire(
+                name, contents.tags, dict(contents.tagged_at), dict(contents.last_pulls),
+                protected, now,
+            )  # fmt: skip
+            for gone in expired:
+                del tags[gone.tag]
+    tagged = set(tags.values())
+    kept = _Reasons()
+
+    for tag, digest in sorted(tags.items()):
+        kept.add(digest, f"tag {name}:{tag}")
+    for gone in expired:
+        kept.add(gone.digest, f"tag {name}:{gone.tag} removed now by retention (restorable)")
+    for digest, why in uses:
+        kept.add(digest, why)
     last_tagged: dict[str, float] = {}
     for event in contents.history:
         last_tagged[event.digest] = max(last_tagged.get(event.digest, 0.0), event.at)
@@ -118,15 +151,17 @@ def plan(contents: RepositoryContents, windows: Windows) -> RepositorySweep:
             kept.add(manifest.digest, f"pushed {ago(now - manifest.created_at)} ago")
         elif manifest.digest in tagged:
             continue
-        elif windows.untagged_after is None:
+        elif untagged_after is None:
             kept.add(manifest.digest, "untagged manifests are kept (gc.keep_untagged)")
         else:
             since = max(manifest.created_at, last_tagged.get(manifest.digest, 0.0))
-            if since >= now - windows.untagged_after:
-                kept.add(
-                    manifest.digest,
-                    f"untagged for {ago(now - since)}, less than gc.untagged_after",
+            if since >= now - untagged_after:
+                limit = (
+                    "gc.untagged_after"
+                    if untagged_rule is None
+                    else f"untagged_after of retention rule {untagged_rule!r}"
                 )
+                kept.add(manifest.digest, f"untagged for {ago(now - since)}, less than {limit}")
 
     kept_blobs = _Reasons()
     referrers: dict[str, list[StoredManifest]] = defaultdict(list)
@@ -163,4 +198,6 @@ def plan(contents: RepositoryContents, windows: Windows) -> RepositorySweep:
             for b in contents.blobs
             if b.digest in kept_blobs
         ),
+        tags=tuple(expired),
+        spared_tags=tuple(spared),
     )

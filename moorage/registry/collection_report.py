@@ -25,6 +25,8 @@ def _repository(sweep: RepositorySweep, details: bool) -> dict[str, Any]:
     if not details:
         return {
             "name": sweep.repository,
+            "deleted_tags": len(sweep.tags),
+            "spared_tags": len(sweep.spared_tags),
             "deleted_manifests": len(sweep.manifests),
             "deleted_manifest_bytes": sum(m.size for m in sweep.manifests),
             "unlinked_blobs": len(sweep.blobs),
@@ -33,6 +35,11 @@ def _repository(sweep: RepositorySweep, details: bool) -> dict[str, Any]:
         }
     return {
         "name": sweep.repository,
+        "deleted_tags": [
+            {"tag": t.tag, "digest": t.digest, "rule": t.rule, "reason": t.reason}
+            for t in sweep.tags
+        ],
+        "spared_tags": [{"tag": tag, "reason": reason} for tag, reason in sweep.spared_tags],
         "deleted_manifests": [
             {"digest": m.digest, "size": m.size, "pushed": format_time(m.created_at)}
             for m in sweep.manifests
@@ -57,6 +64,7 @@ def as_document(report: CollectionReport, *, details: bool = True) -> dict[str, 
         "started": format_time(report.started),
         "finished": format_time(report.finished),
         "seconds": round(report.finished - report.started, 3),
+        "tags_deleted": report.tags_deleted,
         "manifests_deleted": report.manifests_deleted,
         "links_deleted": report.links_deleted,
         "bytes_freed": report.bytes_freed,
@@ -96,14 +104,21 @@ def as_text(report: CollectionReport, *, details: bool) -> str:
     ]
     for sweep in report.repositories:
         freed = sum(m.size for m in sweep.manifests)
-        if sweep.manifests or sweep.blobs or details:
+        if sweep.manifests or sweep.blobs or sweep.tags or details:
+            tags = f"{len(sweep.tags)} tags, " if sweep.tags else ""
             lines.append(
-                f"{sweep.repository}: {len(sweep.manifests)} manifests ({human_size(freed)}) and "
-                f"{len(sweep.blobs)} blob links {would}deleted; {len(sweep.kept_manifests)} "
-                f"manifests and {len(sweep.kept_blobs)} blobs kept"
+                f"{sweep.repository}: {tags}{len(sweep.manifests)} manifests "
+                f"({human_size(freed)}) and {len(sweep.blobs)} blob links {would}deleted; "
+                f"{len(sweep.kept_manifests)} manifests and {len(sweep.kept_blobs)} blobs kept"
             )
         if not details:
             continue
+        for expired in sweep.tags:
+            lines.append(
+                f"  delete tag      {expired.tag} ({short(expired.digest)}): {expired.reason}"
+            )
+        for tag, reason in sweep.spared_tags:
+            lines.append(f"  keep tag        {tag}: {reason}")
         for manifest in sweep.manifests:
             lines.append(f"  delete manifest {manifest.digest} ({human_size(manifest.size)})")
         for blob in sweep.blobs:
@@ -133,7 +148,8 @@ def as_text(report: CollectionReport, *, details: bool) -> str:
     if report.storage is not None:
         lines.extend(f"storage: {line}" for line in report.storage.lines)
     lines.append(
-        f"total: {report.manifests_deleted} manifests, {report.links_deleted} blob links, "
+        f"total: {report.tags_deleted} tags, {report.manifests_deleted} manifests, "
+        f"{report.links_deleted} blob links, "
         f"{human_size(report.bytes_freed)} of storage {would}freed"
     )
     return "\n".join(lines)

@@ -25,20 +25,25 @@ downloads under way finish. A dry run reads the same and changes nothing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from moorage import process_identity
 from moorage.digest import Digest
 from moorage.errors import ErrorCode, RegistryError
-from moorage.meta.protocols import CollectionStore, InventoryStore, ManifestStore
-from moorage.model import BlobDeletion, RepositoryContents, RepositorySweep
+from moorage.meta.errors import PolicyChanged
+from moorage.meta.protocols import CollectionStore, InventoryStore, ManifestStore, PolicyStore
+from moorage.model import BlobDeletion, RepositorySweep
 from moorage.registry import collection
 from moorage.registry.collection import Windows
 from moorage.registry.layout import blob_digest, blob_key, upload_id
+from moorage.registry.retention import Retention
 from moorage.registry.settings import CollectionSettings
+from moorage.registry.tags import GUARD_ATTEMPTS, TagPolicies
 from moorage.storage.base import StorageDriver, StoredObject, SweepReport
 
 #: Called between steps with the step's name (tests pause or stop a run there).
@@ -76,7 +81,7 @@ class InventoryTooOld(RegistryError):
         )
 
 
-class CollectingStore(CollectionStore, InventoryStore, ManifestStore, Protocol):
+class CollectingStore(CollectionStore, InventoryStore, ManifestStore, PolicyStore, Protocol):
     """What garbage collection needs of the metadata store."""
 
 
@@ -103,6 +108,11 @@ class CollectionReport:
     @property
     def manifests_deleted(self) -> int:
         return sum(len(sweep.manifests) for sweep in self.repositories)
+
+    @property
+    def tags_deleted(self) -> int:
+        """Tags retention rules removed."""
+        return sum(len(sweep.tags) for sweep in self.repositories)
 
     @property
     def links_deleted(self) -> int:
@@ -193,18 +203,33 @@ class Collector:
             names += page
             last = page[-1]
 
-        def plan(contents: RepositoryContents) -> RepositorySweep:
-            return collection.plan(contents, windows)
-
+        policies = TagPolicies(self.meta)
+        state = await policies.current()
+        retention = Retention.from_documents(self.settings.retention, state.policy, state.version)
+        history_since = min(windows.history_since, windows.now - retention.longest_untagged)
         for done, name in enumerate(names, 1):
-            sweep = await self.meta.collect_repository(
-                name,
-                plan,
-                pins_since=windows.now - windows.pins,
-                history_since=windows.history_since,
-                hosts=self.hosts,
-                apply=apply,
-            )
+            for _ in range(GUARD_ATTEMPTS):
+                try:
+                    sweep = await self.meta.collect_repository(
+                        name,
+                        partial(collection.plan, windows=windows, retention=retention),
+                        pins_since=windows.now - windows.pins,
+                        history_since=history_since,
+                        hosts=self.hosts,
+                        apply=apply,
+                    )
+                    break
+                except PolicyChanged:  # judged under another policy: judge again
+                    state = await policies.current()
+                    retention = dataclasses.replace(
+                        retention, policy=state.policy, policy_version=state.version
+                    )
+            else:
+                raise RegistryError(
+                    ErrorCode.UNKNOWN,
+                    f"the tag policy changed {GUARD_ATTEMPTS} times while {name} was collected",
+                    status=503,
+                )
             report.repositories.append(sweep)
             self._told("repositories", done, len(names))
             await self._step("repository")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from moorage.documents import Invalid, at_least, positive
+from moorage.policy import unique_names
+from moorage.registry.retention import RetentionRuleDocument
 
 #: The smallest interval between upload checkpoints, in bytes.
 MIN_CHECKPOINT = 64 * 1024
@@ -71,3 +73,9 @@ class CollectionSettings:
     #: (the webhooks, which take it, may be down), unless no inventory was ever taken. 0: no
     #: limit.
     inventory_max_age: Annotated[float, at_least(0)] = 1800.0
+    #: Retention rules (``[[gc.retention]]``, see ``moorage.registry.retention``): which tags
+    #: a collection removes, and how long untagged manifests stay, by repository.
+    retention: tuple[RetentionRuleDocument, ...] = ()
+
+    def verify(self) -> None:
+        unique_names(self.retention, "retention")

@@ -11,7 +11,8 @@ from moorage.model import (
     RunningImage,
     StoredManifest,
 )
-from moorage.registry.collection import Windows, ago, plan, short
+from moorage.registry.collection import Windows, plan, short
+from moorage.times import ago
 
 NOW = 1_000_000.0
 HOUR = 3600.0

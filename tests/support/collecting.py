@@ -35,7 +35,7 @@ MakeGcEnv = Callable[..., Awaitable[RegistryEnv]]
 
 @pytest.fixture
 async def make_gc_env(make_env: MakeEnv, request: pytest.FixtureRequest) -> MakeGcEnv:
-    async def make(driver: str, backend: str, **gc: float) -> RegistryEnv:
+    async def make(driver: str, backend: str, **gc: Any) -> RegistryEnv:
         sections: dict[str, Any] = {
             "gc": {
                 "grace": GRACE,

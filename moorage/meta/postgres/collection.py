@@ -6,6 +6,8 @@ never leave a record of bytes that are gone:
 
 - sweeping a repository holds the repository's lock exclusively, as a manifest deletion
   does: pushes (shared) wait, so the contents it judged are the contents it deletes from;
+  and the tag policy's lock shared, as a guarded tag change does, so the policy version it
+  read (which retention rules obey) stays in force until it commits;
 - retiring a blob record, or marking a deletion as deleting, holds the blob's lock
   (``blob_lock``) exclusively; recording a blob (an upload completing, ``add_blob``) and
   mounting it hold it shared. A mount thus links a blob still recorded or finds none;
@@ -25,8 +27,16 @@ from moorage.meta.collection import (
     MANIFEST_COLUMNS,
     REFERENCE_COLUMNS,
     RUNNING_COLUMNS,
+    TAG_COLUMNS,
 )
-from moorage.meta.postgres.database import Database, Transaction, blob_lock, lock_key
+from moorage.meta.postgres.database import (
+    POLICY_LOCK,
+    Database,
+    Transaction,
+    blob_lock,
+    lock_key,
+)
+from moorage.meta.postgres.tag_port import delete_tags
 from moorage.meta.protocols import Planner
 from moorage.meta.rows import PIN_COLUMNS, pin_record
 from moorage.model import BlobDeletion, RepositorySweep, RunningImage
@@ -80,7 +90,7 @@ class Collection(Database):
                     f"SELECT {REFERENCE_COLUMNS} FROM manifest_references WHERE repo_id = $1",
                     repo_id,
                 ),
-                await fetch("SELECT name, digest FROM tags WHERE repo_id = $1", repo_id),
+                await fetch(f"SELECT {TAG_COLUMNS} FROM tags WHERE repo_id = $1", repo_id),
                 await fetch(
                     "SELECT l.digest, b.size, l.created_at FROM repository_blobs l "
                     "JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = $1",
@@ -105,9 +115,14 @@ class Collection(Database):
                     f"SELECT {RUNNING_COLUMNS} FROM running_images WHERE repository = $1",
                     repository,
                 ),
+                await fetch(
+                    "SELECT digest, last_pull FROM manifest_pulls WHERE repo_id = $1", repo_id
+                ),
+                await t.conn.fetchval("SELECT version FROM policy WHERE id = 1") or 0,
             )
             result = collection.checked(found, plan(found))
             if apply:
+                await delete_tags(t, repo_id, collection.expired_events(result, self._clock()))
                 manifests = [m.digest for m in result.manifests]
                 await t.conn.execute(
                     "DELETE FROM manifest_references WHERE repo_id = $1 AND digest = ANY($2)",
@@ -128,7 +143,11 @@ class Collection(Database):
 
         if not apply:
             return await self._transaction(sweep)
-        return await self._transaction(sweep, exclusive=(lock_key("repository", repository),))
+        # The policy's lock, shared: retention never removes a tag a policy change, committed
+        # meanwhile, has made immutable (the planner checks the version it read).
+        return await self._transaction(
+            sweep, shared=(POLICY_LOCK,), exclusive=(lock_key("repository", repository),)
+        )
 
     async def retire_blobs(self, now: float) -> list[BlobDeletion]:
         rows = await self._fetch(f"SELECT digest FROM blobs b WHERE {_UNLINKED}")

@@ -171,6 +171,12 @@ _RECORD = _insert_events(1)
 UNLINK_BLOB = "DELETE FROM repository_blobs WHERE repo_id = $1 AND digest = $2"
 
 
+async def delete_tags(t: Transaction, repo_id: int, events: Sequence[Event]) -> None:
+    """Delete the tag of each event (deleted), recording it."""
+    if events:
+        await t.conn.execute(_DELETE_TAGS, repo_id, *_event_arrays(events))
+
+
 class PostgresTagPort:
     """The port of one operation, in its transaction (see the module docstring)."""
 

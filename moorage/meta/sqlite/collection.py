@@ -21,10 +21,13 @@ from moorage.meta.collection import (
     MANIFEST_COLUMNS,
     REFERENCE_COLUMNS,
     RUNNING_COLUMNS,
+    TAG_COLUMNS,
 )
 from moorage.meta.protocols import Planner
 from moorage.meta.rows import PIN_COLUMNS, pin_record
+from moorage.meta.sqlite import history
 from moorage.meta.sqlite.database import Database, existing_repo
+from moorage.meta.sqlite.policy import stored_policy_version
 from moorage.model import BlobDeletion, RepositorySweep, RunningImage
 
 T = TypeVar("T")
@@ -64,7 +67,7 @@ class Collection(Database):
                     f"SELECT {REFERENCE_COLUMNS} FROM manifest_references WHERE repo_id = ?",
                     (repo_id,),
                 ),
-                conn.execute("SELECT name, digest FROM tags WHERE repo_id = ?", (repo_id,)),
+                conn.execute(f"SELECT {TAG_COLUMNS} FROM tags WHERE repo_id = ?", (repo_id,)),
                 conn.execute(
                     "SELECT l.digest, b.size, l.created_at FROM repository_blobs l "
                     "JOIN blobs b ON b.digest = l.digest WHERE l.repo_id = ?",
@@ -87,9 +90,16 @@ class Collection(Database):
                     f"SELECT {RUNNING_COLUMNS} FROM running_images WHERE repository = ?",
                     (repository,),
                 ),
+                conn.execute(
+                    "SELECT digest, last_pull FROM manifest_pulls WHERE repo_id = ?", (repo_id,)
+                ),
+                stored_policy_version(conn),
             )
             result = collection.checked(found, plan(found))
             if apply:
+                history.delete_tags(conn, repo_id, collection.expired_events(result, self._clock()))
+                for manifest in result.manifests:
+                    history.save_digest_head(conn, repo_id, repository, manifest.digest)
                 gone = [(repo_id, m.digest) for m in result.manifests]
                 conn.executemany(
                     "DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", gone

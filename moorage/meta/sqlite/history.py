@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import sqlite3
 from collections import defaultdict
+from collections.abc import Sequence
 
 from moorage.meta.rows import EVENT_COLUMNS, EVENT_FIELDS, event_values, tag_event
 from moorage.meta.sqlite.database import Database
@@ -107,6 +108,14 @@ def advance_tag_head(
     )
     if cursor.rowcount == 0:
         conn.execute(_SAVE_HEAD, ("tag", tag, repository, event))
+
+
+def delete_tags(conn: sqlite3.Connection, repo_id: int, events: Sequence[Event]) -> None:
+    """Delete the tag of each event (deleted), recording it; its history goes on."""
+    for event in events:
+        event_id = record(conn, repo_id, event)
+        conn.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (repo_id, event.tag))
+        advance_tag_head(conn, repo_id, event.repository, event.tag, event_id)
 
 
 def save_digest_head(conn: sqlite3.Connection, repo_id: int, repository: str, digest: str) -> None:

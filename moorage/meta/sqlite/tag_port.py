@@ -140,7 +140,7 @@ class SQLiteTagPort:
         return TagState(version, _tag_digest(conn, repo_id, tag), found)
 
     async def delete_tag(self, event: Event) -> None:
-        self._delete_tags([event])
+        history.delete_tags(self._conn, self.repo_id, [event])
 
     async def point_tag(self, event: Event) -> None:
         conn, repo_id = self._conn, self.repo_id
@@ -159,7 +159,7 @@ class SQLiteTagPort:
 
     async def delete_manifest(self, repository: str, digest: str, events: Sequence[Event]) -> None:
         conn, repo_id = self._conn, self.repo_id
-        self._delete_tags(events)
+        history.delete_tags(conn, repo_id, events)
         history.save_digest_head(conn, repo_id, repository, digest)
         args = (repo_id, digest)
         conn.execute("DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", args)
@@ -184,14 +184,6 @@ class SQLiteTagPort:
         conn, repo_id = self._conn, self.repo_id
         for event in events:
             event_id = history.record(conn, repo_id, event)
-            history.advance_tag_head(conn, repo_id, event.repository, event.tag, event_id)
-
-    def _delete_tags(self, events: Sequence[Event]) -> None:
-        """Delete the tag of each event (deleted), recording it; its history goes on."""
-        conn, repo_id = self._conn, self.repo_id
-        for event in events:
-            event_id = history.record(conn, repo_id, event)
-            conn.execute("DELETE FROM tags WHERE repo_id = ? AND name = ?", (repo_id, event.tag))
             history.advance_tag_head(conn, repo_id, event.repository, event.tag, event_id)
 
 
