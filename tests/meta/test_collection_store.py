@@ -175,6 +175,20 @@ async def test_retired_blobs_go_in_three_steps(meta: MetadataStore, clock: Stepp
     assert await meta.blob_deletions() == []
 
 
+async def test_retiring_many_blobs_takes_every_one(meta: MetadataStore) -> None:
+    """More than one batch (500 a transaction): each unlinked blob once, linked ones kept."""
+    gone = [digest(f"gone-{n}") for n in range(1234)]
+    kept = [digest(f"kept-{n}") for n in range(10)]
+    for blob in (*gone, *kept):
+        await meta.add_blob("repo", blob, 1)
+    for blob in gone:
+        await meta.unlink_blob("repo", blob)
+    retired = await meta.retire_blobs(0.0)
+    assert sorted(d.digest for d in retired) == sorted(gone)
+    assert all([await meta.find_blob(blob) == 1 for blob in kept])
+    assert await meta.retire_blobs(0.0) == []
+
+
 async def test_mounting_a_retired_blob_finds_nothing(meta: MetadataStore) -> None:
     blob = digest("blob")
     await meta.add_blob("src", blob, 1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TypeVar
 
 from moorage.meta import collection
@@ -40,6 +41,24 @@ def _deletion(row: collection.Row) -> BlobDeletion:
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
+
+
+_UNLINKED = "NOT EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest)"
+#: Blob records retired in one write transaction.
+RETIRE_BATCH = 500
+
+
+def _retire(digests: Sequence[str], now: float, conn: sqlite3.Connection) -> list[BlobDeletion]:
+    """Turn the records of those of ``digests`` that no repository links into deletions."""
+    among = f"b.digest IN ({_placeholders(len(digests))}) AND {_UNLINKED}"
+    rows = conn.execute(
+        "INSERT INTO blob_deletions (digest, size, since, reason) "
+        f"SELECT digest, size, ?, 'no repository holds it' FROM blobs b WHERE {among} "
+        f"ON CONFLICT (digest) DO NOTHING RETURNING {DELETION_COLUMNS}",
+        (now, *digests),
+    ).fetchall()
+    conn.execute(f"DELETE FROM blobs AS b WHERE {among}", tuple(digests))
+    return [_deletion(row) for row in rows]
 
 
 class Collection(Database):
@@ -124,18 +143,18 @@ class Collection(Database):
             self._reader.execute("COMMIT")
 
     async def retire_blobs(self, now: float) -> list[BlobDeletion]:
-        def tx(conn: sqlite3.Connection) -> list[BlobDeletion]:
-            unlinked = "NOT EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest)"
-            rows = conn.execute(
-                "INSERT INTO blob_deletions (digest, size, since, reason) "
-                f"SELECT digest, size, ?, 'no repository holds it' FROM blobs b WHERE {unlinked} "
-                f"ON CONFLICT (digest) DO NOTHING RETURNING {DELETION_COLUMNS}",
-                (now,),
-            ).fetchall()
-            conn.execute(f"DELETE FROM blobs AS b WHERE {unlinked}")
-            return [_deletion(row) for row in rows]
-
-        return await self._write(tx)
+        # Found on the reader, then retired in batches that check again: one transaction
+        # over every blob would hold the write lock (and every push) for all of them.
+        candidates = self._read(
+            lambda conn: [
+                row[0] for row in conn.execute(f"SELECT digest FROM blobs b WHERE {_UNLINKED}")
+            ]
+        )
+        retired: list[BlobDeletion] = []
+        for start in range(0, len(candidates), RETIRE_BATCH):
+            batch = candidates[start : start + RETIRE_BATCH]
+            retired += await self._write(partial(_retire, batch, now))
+        return retired
 
     async def orphaned_blobs(
         self, stored: Sequence[tuple[str, int]], now: float, *, apply: bool = True
