@@ -372,7 +372,8 @@ class UsageStore(Protocol):
 
     async def manifest_pulls(self, repository: str) -> list[ManifestPulls]:
         """How often each manifest of ``repository`` was pulled and when last, by digest in
-        order: every digest pulled at least once (a deleted manifest's row stays)."""
+        order: every digest pulled at least once whose manifest is still stored (deleting a
+        manifest, or collecting it, forgets its pulls; the repository's totals keep them)."""
 
 
 class MetadataStore(

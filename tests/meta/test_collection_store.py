@@ -10,11 +10,14 @@ import pytest
 from moorage.meta.errors import BlobBeingDeleted, UploadLeaseLost
 from moorage.meta.protocols import MetadataStore
 from moorage.model import (
+    ExpiredTag,
+    ManifestPulls,
     PinRecord,
     Reference,
     RepositoryContents,
     RepositorySweep,
     RunningImage,
+    UsageCount,
 )
 from tests.meta.conftest import Opener
 from tests.meta.helpers import ACTOR, digest, manifest, new_upload
@@ -144,6 +147,41 @@ async def test_sweep_deletes_garbage_and_never_what_is_needed(meta: MetadataStor
         "none", everything, pins_since=0, history_since=0, hosts=[], apply=True
     )
     assert missing == RepositorySweep("none")
+
+
+async def test_a_sweep_removes_the_tags_it_names_and_forgets_pulls_of_what_it_deletes(
+    meta: MetadataStore,
+) -> None:
+    image, loose = manifest("image"), manifest("loose")
+    await meta.put_manifest("repo", image, ["a", "b"], ACTOR)
+    await meta.put_manifest("repo", loose, (), ACTOR)
+    pulls = (ManifestPulls(image.digest, 1, 5.0), ManifestPulls(loose.digest, 2, 6.0))
+    await meta.record_usage([UsageCount("repo", pulls=3, last_pull=6.0, manifests=pulls)])
+
+    def expire(contents: RepositoryContents) -> RepositorySweep:
+        assert dict(contents.last_pulls) == {image.digest: 5.0, loose.digest: 6.0}
+        assert {tag for tag, _ in contents.tagged_at} == {"a", "b"}
+        gone = [
+            ExpiredTag("a", image.digest, "rule", "why"),
+            ExpiredTag("b", loose.digest, "rule", "not where the tag points: kept"),
+            ExpiredTag("c", image.digest, "rule", "no such tag: nothing"),
+        ]
+        loose_only = tuple(m for m in contents.manifests if m.digest == loose.digest)
+        return RepositorySweep(contents.repository, loose_only, tags=tuple(gone))
+
+    sweep = await collect(meta, expire)
+    assert [t.tag for t in sweep.tags] == ["a"]
+    assert await meta.resolve_tag("repo", "a") is None
+    assert (await meta.resolve_tag("repo", "b")).digest == image.digest  # type: ignore[union-attr]
+    (event, *_) = await meta.tag_history("repo", "a", None, None)
+    assert (event.action, event.old_digest, event.address, event.rule, event.reason) == (
+        "deleted",
+        image.digest,
+        "gc",
+        "rule",
+        "why",
+    )
+    assert await meta.manifest_pulls("repo") == [ManifestPulls(image.digest, 1, 5.0)]
 
 
 async def test_retired_blobs_go_in_three_steps(meta: MetadataStore, clock: SteppingClock) -> None:

@@ -110,6 +110,12 @@ async def test_flushes_add_counts_and_keep_the_latest_times(meta: MetadataStore)
     await meta.record_usage([UsageCount("team/app", pushes=1, last_push=300.0)])
     (usage,) = await meta.repository_usage("team/app")
     assert (usage.pulls, usage.pushes, usage.last_pull, usage.last_push) == (7, 3, 200.0, 300.0)
+    # A deleted manifest's pulls are forgotten (a manifest pushed again starts afresh); the
+    # repository's totals keep them.
+    assert await meta.delete_manifest("team/app", first, ACTOR) is True
+    assert await meta.manifest_pulls("team/app") == [ManifestPulls(second, 1, 200.0)]
+    (usage,) = await meta.repository_usage("team/app")
+    assert (usage.pulls, usage.last_pull) == (7, 200.0)
 
 
 async def test_a_flush_covers_many_repositories_at_once(meta: MetadataStore) -> None:

@@ -135,6 +135,11 @@ class Collection(Database):
                     manifests,
                 )
                 await t.conn.execute(
+                    "DELETE FROM manifest_pulls WHERE repo_id = $1 AND digest = ANY($2)",
+                    repo_id,
+                    manifests,
+                )
+                await t.conn.execute(
                     "DELETE FROM repository_blobs WHERE repo_id = $1 AND digest = ANY($2)",
                     repo_id,
                     [b.digest for b in result.blobs],

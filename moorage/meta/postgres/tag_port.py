@@ -249,7 +249,7 @@ class PostgresTagPort:
 
     async def delete_manifest(self, repository: str, digest: str, events: Sequence[Event]) -> None:
         await self._write_events(_DELETE_TAGS, events)
-        for table in ("manifest_references", "manifests"):
+        for table in ("manifest_references", "manifests", "manifest_pulls"):
             await self._t.conn.execute(
                 f"DELETE FROM {table} WHERE repo_id = $1 AND digest = $2", self._repo_id, digest
             )

@@ -125,6 +125,9 @@ class Collection(Database):
                 )
                 conn.executemany("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", gone)
                 conn.executemany(
+                    "DELETE FROM manifest_pulls WHERE repo_id = ? AND digest = ?", gone
+                )
+                conn.executemany(
                     "DELETE FROM repository_blobs WHERE repo_id = ? AND digest = ?",
                     [(repo_id, b.digest) for b in result.blobs],
                 )

@@ -164,6 +164,7 @@ class SQLiteTagPort:
         args = (repo_id, digest)
         conn.execute("DELETE FROM manifest_references WHERE repo_id = ? AND digest = ?", args)
         conn.execute("DELETE FROM manifests WHERE repo_id = ? AND digest = ?", args)
+        conn.execute("DELETE FROM manifest_pulls WHERE repo_id = ? AND digest = ?", args)
 
     async def read_blob_unlink(self, repository: str, digest: str, affected: bool) -> DeletionState:
         conn = self._conn
