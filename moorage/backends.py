@@ -8,9 +8,11 @@ the embedded default loads neither client library.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 
+from moorage import metrics
 from moorage.config import Settings
 from moorage.meta.protocols import MetadataStore
 from moorage.meta.sqlite import SQLiteMetadata
@@ -56,6 +58,21 @@ def open_metadata(settings: Settings, clock: Callable[[], float] = time.time) ->
         postgres = settings.metadata.postgres
         return PostgresMetadata(postgres.dsn, pool_max=postgres.pool_size, clock=clock)
     return SQLiteMetadata(settings.database, clock=clock)
+
+
+#: The metadata store's operations: every coroutine method of its protocol but opening and
+#: closing.
+STORE_OPERATIONS = tuple(
+    name
+    for name, member in inspect.getmembers(MetadataStore, inspect.iscoroutinefunction)
+    if name not in ("connect", "close")
+)
+
+
+def time_operations(store: MetadataStore) -> None:
+    """Time a sample of the operations of ``store`` in
+    ``moorage_metadata_operation_duration_seconds`` (``metrics.SampledOperations``)."""
+    metrics.current().time_operations(store, STORE_OPERATIONS)
 
 
 def describe_backends(settings: Settings) -> str:

@@ -4,8 +4,9 @@ The settings are sections, each owned by the module that uses it and mirroring a
 the config file: ``[storage]`` and ``[storage.s3]`` (``moorage/storage/settings.py``),
 ``[metadata]`` (``moorage/meta/settings.py``), ``[uploads]``, ``[manifests]``, ``[delete]``,
 ``[mount]``, ``[gc]`` (``moorage/registry/settings.py``), ``[auth]`` (``moorage/api/settings.py``),
-``[admission]`` (``moorage/admission/settings.py``), ``[policy]`` (``moorage/policy.py``), and
-here the server's own: ``listen``, ``data``, ``workers``, ``[tls]``, ``[log]``, ``[webhook]``.
+``[admission]`` (``moorage/admission/settings.py``), ``[policy]`` (``moorage/policy.py``),
+``[metrics]`` (``moorage/metrics.py``), and here the server's own: ``listen``, ``data``,
+``workers``, ``[tls]``, ``[log]``, ``[webhook]``.
 
 One naming rule links the sources: the TOML key ``ttl`` in section ``[uploads]`` is the
 setting ``settings.uploads.ttl`` and the variable ``MOORAGE_UPLOADS_TTL``; the few flags say
@@ -38,6 +39,7 @@ from moorage.documents import (
 )
 from moorage.documents import read as read_document
 from moorage.meta.settings import MetadataSettings
+from moorage.metrics import MetricsSettings
 from moorage.policy import PolicySettings
 from moorage.registry.settings import (
     CollectionSettings,
@@ -105,6 +107,7 @@ class Settings:
     gc: CollectionSettings = field(default_factory=CollectionSettings)
     log: LogSettings = field(default_factory=LogSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     admission: AdmissionSettings = field(default_factory=AdmissionSettings)
     #: The tag policy the config file declares (``[policy]``); none leaves the policy in the
     #: metadata store as it is.

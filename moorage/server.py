@@ -8,6 +8,10 @@ replaced on the same socket and the connections waiting in its queue are not los
 share nothing in memory: everything they must agree on lives in the metadata store and
 storage. A worker asks the kernel for SIGTERM when its parent dies, so a parent killed
 outright (SIGKILL, the OOM killer) never leaves workers serving without a supervisor.
+
+With ``[metrics] enabled``, the parent makes a fresh directory where every worker keeps its
+metrics (``moorage.metrics``), so that ``/metrics`` on any of them gives the sum; it drops the
+gauges of a worker that died, and removes the directory when it stops.
 """
 
 from __future__ import annotations
@@ -18,28 +22,34 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import ssl
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from moorage import metrics
 from moorage.addresses import split_address
 from moorage.admission.resolver import ResolveError
 from moorage.admission.setup import build_admission, own_hosts
 from moorage.api.app import MAX_REQUEST_LINE, create_app
 from moorage.api.auth import load_htpasswd
+from moorage.api.health import webhook_readiness
 from moorage.api.webhook import create_webhook_app
 from moorage.backends import (
     describe_backends,
     migrate,
     open_metadata,
     open_storage,
+    time_operations,
     uses_data_directory,
 )
 from moorage.config import Settings
@@ -55,12 +65,18 @@ class StartupError(Exception):
     cluster to read pull secrets from, an unreachable or outdated metadata store."""
 
 
-def build_registry(settings: Settings, clock: Callable[[], float] = time.time) -> Registry:
+def build_registry(
+    settings: Settings, clock: Callable[[], float] = time.time, *, timed: bool = False
+) -> Registry:
     """The registry the settings describe; ``clock`` is its time (what the store stamps,
-    when uploads expire), the wall clock but in tests."""
+    when uploads expire), the wall clock but in tests; ``timed``: its metadata operations
+    are timed for ``/metrics``."""
+    meta = open_metadata(settings, clock)
+    if timed:
+        time_operations(meta)
     return Registry(
         open_storage(settings),
-        open_metadata(settings, clock),
+        meta,
         clock=clock,
         max_manifest_size=settings.manifests.max_size,
         upload_ttl=settings.uploads.ttl,
@@ -149,13 +165,18 @@ async def _start(app: web.Application, sock: socket.socket, settings: Settings) 
 
 
 async def _serve_worker(settings: Settings, listeners: Listeners) -> None:
-    registry = build_registry(settings)
+    registry = build_registry(settings, timed=settings.metrics.enabled)
     if settings.storage.driver == "memory":  # its metadata is this process's own
         await install_configured_policy(registry, settings)
     runners: list[web.AppRunner] = []
     if listeners.webhooks is not None:
         admission = build_admission(settings, registry)
-        webhooks = create_webhook_app(admission, scheduled=listeners.first)
+        webhooks = create_webhook_app(
+            admission,
+            scheduled=listeners.first,
+            readiness=webhook_readiness(registry),
+            with_metrics=settings.metrics.enabled,
+        )
         runners.append(await _start(webhooks, listeners.webhooks, settings))
     if listeners.registry is not None:
         # The registry app owns the registry and closes it when it is cleaned up.
@@ -232,6 +253,19 @@ def _prepare(settings: Settings) -> None:
 def serve(settings: Settings, *, registry_api: bool = True, ready: Any = None) -> int:
     """Run until SIGTERM/SIGINT: the registry API (unless ``registry_api`` is False) and, with
     ``settings.webhook.listen``, the admission webhooks. ``ready`` is called once serving."""
+    if not settings.metrics.enabled:
+        return _serve(settings, registry_api, ready)
+    # Fresh for this family of processes: a directory of an earlier run (or of another
+    # registry on the same data) would add its counts to these.
+    directory = Path(tempfile.mkdtemp(prefix="moorage-metrics-"))
+    try:
+        metrics.share_between_processes(directory)
+        return _serve(settings, registry_api, ready)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve(settings: Settings, registry_api: bool, ready: Any) -> int:
     _prepare(settings)
     count = settings.workers
     registry_sockets = bind(settings.listen, count) if registry_api else [None] * count
@@ -303,6 +337,8 @@ def _supervise(settings: Settings, listeners: list[Listeners], ready: Any) -> in
                     stopping = failed = True
                     break
                 log.error("worker %s exited with %s; restarting", process.pid, process.exitcode)
+                if process.pid is not None:
+                    metrics.forget_process(process.pid)
                 workers[index] = start(index)
     for process in workers:
         if process.pid is not None:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
+from moorage import metrics
 from moorage.admission.credentials import BasicAuth, Credentials
 from moorage.admission.resolver import Resolution, ResolveContext, ResolveError
 from moorage.digest import Digest
@@ -156,30 +157,41 @@ class RemoteResolver:
         return self._session
 
     async def resolve(self, reference: ImageReference, context: ResolveContext) -> Resolution:
+        """The digest, or a ``ResolveError`` counted in
+        ``moorage_resolver_upstream_errors_total`` by reason."""
         host = api_host(reference.domain)
+        errors = metrics.current().upstream_errors
         try:
             async with asyncio.timeout(self.timeout):
                 digest = await self._resolve(reference, context)
+        except ResolveError:  # the registry answered, but not with a digest
+            errors.labels("answer").inc()
+            raise
         except TimeoutError:
+            errors.labels("timeout").inc()
             raise ResolveError(
                 f"{reference}: no answer from {host} within {self.timeout:g} s"
             ) from None
         except aiohttp.ClientConnectorCertificateError as exc:
+            errors.labels("tls").inc()
             raise ResolveError(
                 f"{reference}: the TLS certificate of {exc.host} is not trusted "
                 f"({exc.certificate_error}); give the webhook its CA (admission.ca_file)"
             ) from None
         except aiohttp.ClientConnectorSSLError as exc:
+            errors.labels("tls").inc()
             raise ResolveError(
                 f"{reference}: TLS with {exc.host}:{exc.port} failed ({exc.os_error}); if it "
                 "serves plain HTTP, list it in admission.insecure_registries"
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            errors.labels("connection").inc()
             reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
             raise ResolveError(
                 f"{reference}: could not connect to {exc.host}:{exc.port}: {reason}"
             ) from None
         except aiohttp.ClientError as exc:
+            errors.labels("request").inc()
             raise ResolveError(f"{reference}: request to {host} failed: {exc}") from None
         return Resolution(digest, "remote")
 

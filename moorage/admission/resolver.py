@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from moorage import metrics
 from moorage.policy import Policy
 from moorage.reference import ImageReference
 
@@ -101,6 +102,8 @@ class CachingResolver:
     """Caches remote answers: tags ``immutable`` calls immutable for good, others for ``ttl``.
 
     Answers for this registry's own images are never cached: they are a local read already.
+    Lookups of the others count in ``moorage_resolver_cache_lookups_total``, as hits or
+    misses.
     """
 
     inner: RoutingResolver
@@ -117,8 +120,11 @@ class CachingResolver:
         key = (str(reference), context.namespace, context.pull_secrets, context.service_account)
         now = self.clock()
         entry = self._entries.get(key)
+        lookups = metrics.current().resolver_cache
         if entry is not None and entry.expires > now:
+            lookups.labels("hit").inc()
             return Resolution(entry.resolution.digest, "cache")
+        lookups.labels("miss").inc()
         resolution = await self.inner.resolve(reference, context)
         assert reference.tag is not None
         immutable = self.immutable.decide(reference.repository, reference.tag).immutable

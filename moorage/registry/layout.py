@@ -2,6 +2,7 @@
 
     blobs/<algorithm>/<first two hex chars>/<hex>   blob bytes, content-addressed
     uploads/<upload id>                              bytes of an upload in progress
+    readiness-probe                                  never written: readiness stats it
 
 Manifests and tags live in the metadata store, not in storage.
 """
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from moorage.digest import Digest
 from moorage.errors import RegistryError
+
+#: A key nothing writes: the readiness check asks the storage driver for its size.
+PROBE_KEY = "readiness-probe"
 
 
 def blob_key(digest: Digest) -> str:

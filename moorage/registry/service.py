@@ -18,6 +18,7 @@ from moorage.names import is_valid_tag, validate_tag
 from moorage.registry.blobs import Blobs
 from moorage.registry.collector import Collector, Pause, Progress
 from moorage.registry.inventory import Inventory
+from moorage.registry.layout import PROBE_KEY
 from moorage.registry.manifests import parse_manifest
 from moorage.registry.pins import Pins
 from moorage.registry.settings import CollectionSettings
@@ -248,6 +249,15 @@ class Registry:
 
     async def repositories(self, limit: int | None, last: str | None) -> list[str]:
         return await self.meta.list_repositories(limit, last)
+
+    async def check_metadata(self) -> None:
+        """Ask the metadata store a trivial query; raises if it cannot answer (readiness)."""
+        await self.meta.list_repositories(1, None)
+
+    async def check_storage(self) -> None:
+        """Ask the storage driver the size of a key nothing writes; raises if it cannot
+        answer (readiness)."""
+        await self.storage.stat(PROBE_KEY)
 
     async def close(self) -> None:
         await self.meta.close()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from moorage import metrics
 from moorage.documents import DocumentError
 from moorage.errors import ErrorCode, RegistryError
 from moorage.meta.errors import ManifestNotFound, PolicyChanged, TagRefused
@@ -42,7 +43,8 @@ def _detail(refusal: Refusal) -> dict[str, str | None]:
 def denied(
     exc: TagRefused, deleting: str | None = None, blob: str | None = None, pushed: int = 1
 ) -> RegistryError:
-    """The OCI error a client sees for a refused tag change.
+    """The OCI error a client sees for a refused tag change (each refusal is counted in
+    ``moorage_tag_refusals_total``).
 
     ``deleting`` is the manifest a DELETE named; when the refused tag points at an index that
     lists it rather than at it, the message says so. ``blob`` is the blob a DELETE named,
@@ -50,6 +52,9 @@ def denied(
     than one, the message names every refused tag and says that none was changed, and the
     detail lists every refusal under ``refused``.
     """
+    refused = metrics.current().tag_refusals
+    for each in exc.refusals:
+        refused.labels(each.rule or metrics.DEFAULT_RULE).inc()
     refusal = exc.refusal
     message = "; ".join(r.message for r in exc.refusals)
     if pushed > 1:

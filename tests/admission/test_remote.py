@@ -38,6 +38,7 @@ from tests.support.clocks import ManualClock
 from tests.support.distribution import basic_entry, docker_config, start_distribution
 from tests.support.http import push_image
 from tests.support.images import Image, index_of, multiarch_image, random_image
+from tests.support.metrics import sample
 from tests.support.server import RunningRegistry, free_port
 
 USER, PASSWORD = "alice", f"pw-{os.urandom(6).hex()}"
@@ -640,3 +641,39 @@ def test_parse_challenges() -> None:
 def test_credentials_are_not_in_reprs() -> None:
     auth = BasicAuth("user", "hunter2", "refresh")
     assert "hunter2" not in repr(auth) and "refresh" not in repr(auth)
+
+
+async def test_upstream_errors_are_counted_by_reason(
+    aiohttp_server: AiohttpServer, make_resolver: Callable[..., RemoteResolver]
+) -> None:
+    async def manifest(request: web.Request) -> web.Response:
+        return web.Response(status=502)
+
+    app = web.Application()
+    app.router.add_route("*", "/v2/{name:.+}/manifests/{reference}", manifest)
+    server = await aiohttp_server(app)
+    answering = f"{server.host}:{server.port}"
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    silent = await asyncio.start_server(hang, "127.0.0.1", 0)
+    hanging = f"127.0.0.1:{silent.sockets[0].getsockname()[1]}"
+    refusing = f"127.0.0.1:{free_port()}"
+    resolver = make_resolver(insecure_hosts=frozenset({answering, hanging, refusing}), timeout=0.3)
+    reasons = ("answer", "timeout", "connection", "tls", "request")
+    before = {r: sample("moorage_resolver_upstream_errors_total", reason=r) for r in reasons}
+    try:
+        for address in (answering, answering, hanging, refusing):
+            with pytest.raises(ResolveError):
+                await resolver.resolve(parse_reference(f"{address}/app:1.0"), CONTEXT)
+    finally:
+        for writer in connections:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    moved = {
+        r: sample("moorage_resolver_upstream_errors_total", reason=r) - before[r] for r in reasons
+    }
+    assert moved == {"answer": 2, "timeout": 1, "connection": 1, "tls": 0, "request": 0}

@@ -27,12 +27,14 @@ from aiohttp.test_utils import TestClient
 from moorage.admission.review import API_VERSION
 from moorage.admission.setup import Admission, build_admission
 from moorage.api.app import create_app
+from moorage.api.health import webhook_readiness
 from moorage.api.webhook import MAX_REVIEW, create_webhook_app
 from moorage.registry.service import Registry
 from moorage.server import build_registry
 from tests.admission.reviews import apply_patch, decoded_patch, pod_spec, review, workload
 from tests.support.app import push_image
 from tests.support.images import seeded_image
+from tests.support.metrics import Scrape, sample
 from tests.support.settings import make_settings
 
 HOST = "127.0.0.1:5000"  # the registry's listen address: resolved locally
@@ -109,7 +111,9 @@ async def make_env(tmp_path: Path, aiohttp_client: AiohttpClient) -> Make:
         # Made first, closed last: the registry app closes the registry on cleanup, after the
         # webhook app has drained the pins still being recorded.
         api = await aiohttp_client(create_app(registry, settings))
-        hooks = await aiohttp_client(create_webhook_app(admission))
+        hooks = await aiohttp_client(
+            create_webhook_app(admission, readiness=webhook_readiness(registry))
+        )
         env = Env(registry, admission, api, hooks, {})
         env.digests[APP] = await env.push("team/app", "today", "app-1")
         env.digests[SIDE] = await env.push("team/sidecar", "1.0", "side-1")
@@ -267,6 +271,68 @@ async def test_healthz(env: Env) -> None:
     response = await env.hooks.get("/healthz")
     assert response.status == 200
     assert await response.text() == "ok"
+
+
+async def test_probes_and_metrics(env: Env) -> None:
+    response = await env.hooks.get("/livez")
+    assert response.status == 200 and await response.text() == "ok"
+    response = await env.hooks.get("/readyz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ready", "checks": {"metadata": "ok"}}
+    await env.answer("/mutate", review(workload("Pod", pod_spec([APP]))))
+    response = await env.hooks.get("/metrics")
+    assert response.status == 200
+    scraped = Scrape.parse(await response.text())
+    assert scraped.value("moorage_admission_reviews_total", webhook="mutate", outcome="patched")
+
+
+async def test_reviews_are_counted_by_webhook_and_outcome(
+    make_env: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = await make_env(admission={"validation": {"rules": RULES}})
+
+    def counts() -> dict[tuple[str, str], float]:
+        return {
+            (webhook, outcome): sample(
+                "moorage_admission_reviews_total", webhook=webhook, outcome=outcome
+            )
+            for webhook in ("mutate", "validate")
+            for outcome in ("allowed", "patched", "denied", "error")
+        } | {
+            (webhook, "timed"): sample(
+                "moorage_admission_review_duration_seconds_count", webhook=webhook
+            )
+            for webhook in ("mutate", "validate")
+        }
+
+    before = counts()
+    obj = workload("Deployment", pod_spec([APP]))
+    pinned = apply_patch(obj, decoded_patch(await env.answer("/mutate", review(obj))))
+    assert (await env.answer("/mutate", review(pinned)))["allowed"] is True  # nothing to do
+    assert (await env.answer("/mutate", review(workload("Pod", pod_spec([MISSING])))))[
+        "allowed"
+    ] is False
+    assert (await env.answer("/validate", review(pinned)))["allowed"] is True
+    assert (await env.answer("/validate", review(obj)))["allowed"] is False  # no digest
+    assert (await env.post("/validate", b"{}"))[0] == 400
+
+    async def broken() -> Any:
+        raise RuntimeError("metadata store on fire")
+
+    monkeypatch.setattr(env.registry.policies, "current", broken)
+    assert (await env.answer("/validate", review(pinned)))["status"]["code"] == 500
+    after = counts()
+    moved = {key: after[key] - before[key] for key in after if after[key] != before[key]}
+    assert moved == {
+        ("mutate", "patched"): 1,
+        ("mutate", "allowed"): 1,
+        ("mutate", "denied"): 1,
+        ("mutate", "timed"): 3,
+        ("validate", "allowed"): 1,
+        ("validate", "denied"): 1,
+        ("validate", "error"): 2,
+        ("validate", "timed"): 4,
+    }
 
 
 async def test_odd_object_shapes_are_admitted_untouched(env: Env) -> None:

@@ -34,6 +34,7 @@ from tests.support.app import (
     with_query,
 )
 from tests.support.images import config_blob, digest_of, oci_manifest
+from tests.support.metrics import sample
 from tests.support.settings import make_settings
 from tests.support.waiting import wait_until_async
 
@@ -214,6 +215,7 @@ async def test_hang_up_mid_download(env: RegistryEnv, caplog: pytest.LogCaptureF
     client = env.client
     blob = os.urandom(32 * 1024 * 1024)  # far more than the sockets' buffers hold
     await push_blob(client, NAME, blob)
+    sent_before = sample("moorage_http_sent_bytes_total", route="blob")
     host, port = client.server.host, client.server.port
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(f"GET /v2/{NAME}/blobs/{digest_of(blob)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -227,6 +229,9 @@ async def test_hang_up_mid_download(env: RegistryEnv, caplog: pytest.LogCaptureF
         return env.registry.blobs.counters.client_aborts == 1
 
     await wait_until_async(counted, "the aborted download to be counted", timeout=15)
+    # What the handler wrote before the reset, not the Content-Length it announced.
+    sent = sample("moorage_http_sent_bytes_total", route="blob") - sent_before
+    assert 1024 * 1024 <= sent < len(blob)
     lines = [r for r in caplog.records if "client aborted the download" in r.getMessage()]
     assert len(lines) == 1 and lines[0].levelno == logging.INFO, lines
     assert digest_of(blob) in lines[0].getMessage() and NAME in lines[0].getMessage()

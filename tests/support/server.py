@@ -91,13 +91,15 @@ def start_moorage(
     data: Path | None = None,
     port: int | None = None,
 ) -> RunningRegistry:
-    """Run ``moorage serve`` on a free port with its data in ``workdir/data``.
+    """Run ``moorage serve`` on a free port with its data in ``workdir/data``, and its
+    temporary files (its metrics directory) in ``workdir/tmp``.
 
     ``tls`` is (certificate, key, CA certificate) to serve HTTPS; ``data`` shares another
     registry's data directory; ``port`` starts it on a port of the caller's choosing (a
     replica restarted behind a load balancer).
     """
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "tmp").mkdir(exist_ok=True)
     port = port or free_port()
     data = data or workdir / "data"
     log = workdir / "moorage.log"
@@ -123,7 +125,7 @@ def start_moorage(
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "TMPDIR": str(workdir / "tmp"), **(env or {})},
         )
     registry = RunningRegistry(host, port, data, process, log, scheme, ca_file)
     try:

@@ -7,7 +7,7 @@ import logging
 
 from aiohttp import web
 
-from moorage.api.v2.common import API_HEADERS, actor
+from moorage.api.v2.common import API_HEADERS, SENT_KEY, actor
 from moorage.api.v2.headers import byte_range
 from moorage.digest import Digest
 from moorage.registry.service import Registry
@@ -58,6 +58,7 @@ async def get_blob(
         except ConnectionError:
             # The client went away (closed, reset): a normal event, not a server failure.
             registry.blobs.counters.client_aborts += 1
+            request[SENT_KEY] = sent
             log.info(
                 "client aborted the download of %s from %s after %d of %d bytes",
                 digest,

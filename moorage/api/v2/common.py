@@ -21,6 +21,9 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 ACTOR_KEY = web.RequestKey("actor", Actor)
+#: Body bytes a streamed response really sent, when it stopped short of its Content-Length
+#: (the client went away): what the dispatcher counts instead.
+SENT_KEY = web.RequestKey("sent", int)
 
 
 def actor(request: web.Request) -> Actor:
