@@ -14,6 +14,7 @@ from typing import Any
 from moorage.meta.tag_changes import Event
 from moorage.model import (
     COLLECTOR_ACTOR,
+    BlobDeletion,
     HistoryTarget,
     LinkedBlob,
     PinRecord,
@@ -33,6 +34,13 @@ HISTORY_COLUMNS = "tag, old_digest, new_digest, at"
 TAG_COLUMNS = "name, digest, updated_at"
 RUNNING_COLUMNS = "namespace, kind, name, container, image, repository, tag, digest"
 DELETION_COLUMNS = "digest, size, since, reason, marked_at, marked_by"
+#: The reason of a deletion of bytes no record names (``orphaned_blobs``).
+ORPHANED = "stored bytes that no record names"
+
+
+def deletion(row: Row) -> BlobDeletion:
+    """A deletion from its row (``DELETION_COLUMNS``)."""
+    return BlobDeletion(row[0], int(row[1]), *row[2:])
 
 
 def contents(

@@ -78,10 +78,13 @@ class _Reasons:
         return bool(self.by_digest.get(digest))  # type: ignore[call-overload]
 
 
-def _in_use(contents: RepositoryContents, windows: Windows) -> list[tuple[str, str]]:
-    """(digest, why) for each image of the repository the cluster uses: running now, or
-    pinned by the admission webhook within the pins window."""
-    now, tags = windows.now, dict(contents.tags)
+def _in_use(
+    contents: RepositoryContents, windows: Windows, tags: dict[str, str]
+) -> list[tuple[str, str]]:
+    """(digest, why) for each image of the repository the cluster uses: running now (by
+    digest, or by one of ``tags``), or pinned by the admission webhook within the pins
+    window."""
+    now = windows.now
     uses: list[tuple[str, str]] = []
     for image in contents.running:
         where = f"running in {image.namespace}/{image.kind}/{image.name}"
@@ -111,7 +114,7 @@ def plan(
     now, name = windows.now, contents.repository
     manifests = {m.digest: m for m in contents.manifests}
     tags = dict(contents.tags)
-    uses = _in_use(contents, windows)
+    uses = _in_use(contents, windows, tags)
     expired: list[ExpiredTag] = []
     spared: list[tuple[str, str]] = []
     untagged_after, untagged_rule = windows.untagged_after, None

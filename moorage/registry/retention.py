@@ -177,16 +177,16 @@ class Retention:
         that are spared (tag, why): immutable by the tag policy, or their image in use
         (``protected``: digest -> why)."""
         judging = [rule for rule in self.rules if rule.judges_tags and rule.covers(repository)]
-        groups: dict[str, list[tuple[str, str]]] = {}
-        rules = {rule.name: rule for rule in judging}
+        groups: dict[int, list[tuple[str, str]]] = {}
         for tag, digest in tags:
-            rule = next((r for r in judging if r.matches(repository, tag)), None)
-            if rule is not None:
-                groups.setdefault(rule.name, []).append((tag, digest))
+            index = next((i for i, r in enumerate(judging) if r.matches(repository, tag)), None)
+            if index is not None:
+                groups.setdefault(index, []).append((tag, digest))
         expired: list[ExpiredTag] = []
         spared: list[tuple[str, str]] = []
-        for name, members in groups.items():
-            rule = rules[name]
+        for index, members in groups.items():
+            rule = judging[index]
+            name = rule.name
             members.sort(key=lambda item: (-tagged_at.get(item[0], 0.0), item[0]))
             for rank, (tag, digest) in enumerate(members):
                 pushed = tagged_at.get(tag, 0.0)

@@ -43,16 +43,11 @@ from moorage.model import BlobDeletion, RepositorySweep, RunningImage
 
 #: Blobs handled in one transaction (and as many locks held).
 BATCH = 500
-_ORPHANED = "stored bytes that no record names"
 
 _LOCK_ALL = (
     "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest($1::bigint[]) AS k ORDER BY k) s"
 )
 _UNLINKED = "NOT EXISTS (SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest)"
-
-
-def _deletion(row: collection.Row) -> BlobDeletion:
-    return BlobDeletion(row[0], int(row[1]), *row[2:])
 
 
 def _batches(digests: Sequence[str]) -> list[list[str]]:
@@ -171,7 +166,7 @@ class Collection(Database):
                     now,
                 )
                 await t.conn.execute(f"DELETE FROM blobs b WHERE {where}", batch)
-                return [_deletion(row) for row in found]
+                return [collection.deletion(row) for row in found]
 
             retired += await self._transaction(tx)
         return retired
@@ -188,7 +183,7 @@ class Collection(Database):
         )
         candidates = sorted(row[0] for row in rows)
         if not apply:
-            return [BlobDeletion(d, sizes[d], now, _ORPHANED) for d in candidates]
+            return [BlobDeletion(d, sizes[d], now, collection.ORPHANED) for d in candidates]
         found: list[BlobDeletion] = []
         for batch in _batches(candidates):
 
@@ -203,9 +198,9 @@ class Collection(Database):
                     batch,
                     [sizes[digest] for digest in batch],
                     now,
-                    _ORPHANED,
+                    collection.ORPHANED,
                 )
-                return [_deletion(row) for row in rows]
+                return [collection.deletion(row) for row in rows]
 
             found += await self._transaction(tx)
         return found
@@ -214,7 +209,7 @@ class Collection(Database):
         rows = await self._fetch(
             f"SELECT {DELETION_COLUMNS} FROM blob_deletions ORDER BY since, digest"
         )
-        return [_deletion(row) for row in rows]
+        return [collection.deletion(row) for row in rows]
 
     async def start_deleting(
         self,
@@ -252,7 +247,7 @@ class Collection(Database):
                     owner,
                     list(dead),
                 )
-                return [_deletion(row) for row in rows]
+                return [collection.deletion(row) for row in rows]
 
             marked += await self._transaction(tx)
         return marked

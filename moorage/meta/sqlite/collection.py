@@ -32,11 +32,6 @@ from moorage.meta.sqlite.policy import stored_policy_version
 from moorage.model import BlobDeletion, RepositorySweep, RunningImage
 
 T = TypeVar("T")
-_ORPHANED = "stored bytes that no record names"
-
-
-def _deletion(row: collection.Row) -> BlobDeletion:
-    return BlobDeletion(row[0], int(row[1]), *row[2:])
 
 
 def _placeholders(count: int) -> str:
@@ -58,7 +53,7 @@ def _retire(digests: Sequence[str], now: float, conn: sqlite3.Connection) -> lis
         (now, *digests),
     ).fetchall()
     conn.execute(f"DELETE FROM blobs AS b WHERE {among}", tuple(digests))
-    return [_deletion(row) for row in rows]
+    return [collection.deletion(row) for row in rows]
 
 
 class Collection(Database):
@@ -177,7 +172,7 @@ class Collection(Database):
 
         candidates = self._read(lambda conn: unknown(conn, stored))
         if not apply:
-            return [BlobDeletion(d, size, now, _ORPHANED) for d, size in candidates]
+            return [BlobDeletion(d, size, now, collection.ORPHANED) for d, size in candidates]
 
         def tx(conn: sqlite3.Connection) -> list[BlobDeletion]:
             found = []
@@ -185,9 +180,9 @@ class Collection(Database):
                 row = conn.execute(
                     "INSERT INTO blob_deletions (digest, size, since, reason) "
                     f"VALUES (?, ?, ?, ?) RETURNING {DELETION_COLUMNS}",
-                    (digest, size, now, _ORPHANED),
+                    (digest, size, now, collection.ORPHANED),
                 ).fetchone()
-                found.append(_deletion(row))
+                found.append(collection.deletion(row))
             return found
 
         return await self._write(tx) if candidates else []
@@ -196,7 +191,7 @@ class Collection(Database):
         rows = self._reader.execute(
             f"SELECT {DELETION_COLUMNS} FROM blob_deletions ORDER BY since, digest"
         ).fetchall()
-        return [_deletion(row) for row in rows]
+        return [collection.deletion(row) for row in rows]
 
     async def start_deleting(
         self,
@@ -221,7 +216,7 @@ class Collection(Database):
                     (now, owner, digest, now - stale, *dead, before, digest, digest, now - margin),
                 ).fetchone()
                 if row is not None:
-                    marked.append(_deletion(row))
+                    marked.append(collection.deletion(row))
             return marked
 
         return await self._write(tx)
