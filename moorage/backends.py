@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from moorage import metrics
 from moorage.config import Settings
@@ -19,6 +20,8 @@ from moorage.meta.sqlite import SQLiteMetadata
 from moorage.storage.base import StorageDriver
 from moorage.storage.filesystem import FilesystemDriver
 from moorage.storage.memory import MemoryDriver
+
+S = TypeVar("S", bound=MetadataStore)
 
 
 def open_storage(settings: Settings) -> StorageDriver:
@@ -47,17 +50,23 @@ def open_storage(settings: Settings) -> StorageDriver:
     return FilesystemDriver(settings.data / "storage")
 
 
-def open_metadata(settings: Settings, clock: Callable[[], float] = time.time) -> MetadataStore:
-    """The store the settings name; ``clock`` stamps what it records."""
+def open_metadata(
+    settings: Settings, clock: Callable[[], float] = time.time, *, timed: bool = False
+) -> MetadataStore:
+    """The store the settings name; ``clock`` stamps what it records; ``timed``: a sample of
+    its operations is timed for ``/metrics`` (``moorage_metadata_operation_duration_seconds``,
+    ``metrics.SampledOperations``)."""
     if settings.storage.driver == "memory":
         # Bytes vanish with the process, so the metadata must too.
-        return SQLiteMetadata.temporary(clock=clock)
+        return _timed(SQLiteMetadata, timed).temporary(clock=clock)
     if settings.metadata.backend == "postgres":
         from moorage.meta.postgres import PostgresMetadata
 
         postgres = settings.metadata.postgres
-        return PostgresMetadata(postgres.dsn, pool_max=postgres.pool_size, clock=clock)
-    return SQLiteMetadata(settings.database, clock=clock)
+        return _timed(PostgresMetadata, timed)(
+            postgres.dsn, pool_max=postgres.pool_size, clock=clock
+        )
+    return _timed(SQLiteMetadata, timed)(settings.database, clock=clock)
 
 
 #: The metadata store's operations: every coroutine method of its protocol but opening and
@@ -69,10 +78,9 @@ STORE_OPERATIONS = tuple(
 )
 
 
-def time_operations(store: MetadataStore) -> None:
-    """Time a sample of the operations of ``store`` in
-    ``moorage_metadata_operation_duration_seconds`` (``metrics.SampledOperations``)."""
-    metrics.current().time_operations(store, STORE_OPERATIONS)
+def _timed(cls: type[S], timed: bool) -> type[S]:
+    """``cls``, or with ``timed`` its subclass timing a sample of the store's operations."""
+    return metrics.current().timed_operations(cls, STORE_OPERATIONS) if timed else cls
 
 
 def describe_backends(settings: Settings) -> str:

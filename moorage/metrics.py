@@ -9,9 +9,9 @@ Counters of a worker that died stay in the sums; its in-flight gauge is dropped
 The hot paths (every request, every metadata operation) never call prometheus-client: in
 multiprocess mode its ``inc`` costs about 1.4 µs and a histogram's ``observe`` 3.5 µs (a lock,
 a pid check, a write to the mapped file), a tenth of a manifest GET. Requests add to plain
-counters of this process instead (``RequestSeries.record``: under a microsecond), and
-metadata operations are timed by sampling (``SampledOperations``: nothing on the calls not
-sampled). ``Metrics.flush`` writes the pending counts to the shared files every
+counters of this process instead (``RequestSeries``: an append and an addition), and
+metadata operations are timed by sampling (``SampledOperations``: a flag read on the calls
+not sampled). ``Metrics.flush`` writes the pending counts to the shared files every
 ``FLUSH_INTERVAL`` seconds and before every scrape, so a scrape lags other workers by at
 most that. The rare events (a tag refused, an admission review, a cache lookup of a remote
 tag) are recorded directly.
@@ -24,14 +24,15 @@ client can make the number of series grow.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -39,8 +40,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 
 log = logging.getLogger("moorage.metrics")
 
-P = ParamSpec("P")
 T = TypeVar("T")
+C = TypeVar("C")
 
 #: What ``/metrics`` answers: the Prometheus text format.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -114,69 +115,82 @@ class Series:
             self._total = 0.0
 
 
-class SampledOperations:
-    """Times a sample of the calls of an object's coroutine methods, at no cost to the others.
+class _Gate:
+    """Whether the next call of one operation is to be timed."""
 
-    ``arm`` sets, on the instance, a wrapper over each method that times one call and then
-    removes itself, so the calls after it reach the method directly until the next ``arm``
-    (``Metrics.flush``: every ``FLUSH_INTERVAL`` seconds). Each operation of each process is
-    thus timed at most once a second, and an operation rarer than that at every call.
-    Wrapping every call would cost a manifest GET as much as the rest of its accounting (a
-    coroutine around the call: 0.55 µs).
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = True
+
+
+class SampledOperations:
+    """Times a sample of the calls of a class's coroutine methods: ``subclass`` makes a
+    subclass of it whose methods ``names`` each time their first call after an ``arm``
+    (``Metrics.flush``: every ``FLUSH_INTERVAL`` seconds) and pass the others straight on.
+    Each operation of each process is thus timed at most once a second, and an operation
+    rarer than that at every call.
+
+    The cost of a call not timed is one plain function call (a flag read, no coroutine
+    around the method). Neither the instances nor the class change afterwards: patching
+    methods onto an instance gives it a materialised ``__dict__``, after which CPython 3.11
+    no longer specialises method lookups on it, and changing a class's attributes every
+    second would invalidate its type version as often (CPython 3.12 stops giving a class
+    new versions after a thousand).
     """
 
-    def __init__(
-        self, target: Any, names: Iterable[str], histogram: Histogram, bounds: tuple[float, ...]
-    ) -> None:
-        self._target = target
+    def __init__(self, names: Iterable[str], histogram: Histogram, bounds: tuple[float, ...]):
         self._series = {name: Series(histogram.labels(name), bounds) for name in names}
-        self._wrappers = {
-            name: self._wrapper(name, getattr(target, name), series)
-            for name, series in self._series.items()
-        }
+        self._gates = {name: _Gate() for name in self._series}
 
-    def _wrapper(
-        self, name: str, method: Callable[P, Awaitable[T]], series: Series
-    ) -> Callable[P, Awaitable[T]]:
-        own = vars(self._target)
-
-        async def timed(*args: P.args, **kwargs: P.kwargs) -> T:
-            start = perf_counter()
-            try:
-                return await method(*args, **kwargs)
-            finally:
-                series.observe(perf_counter() - start)
-
-        def once(*args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
-            own.pop(name, None)  # the next calls go to the method itself
-            return timed(*args, **kwargs)
-
-        return once
+    def subclass(self, cls: type[C]) -> type[C]:
+        """A subclass of ``cls`` (same name and module) with the operations timed."""
+        namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        for name, series in self._series.items():
+            namespace[name] = _sampled(getattr(cls, name), self._gates[name], series)
+        return type(cls.__name__, (cls,), namespace)
 
     def arm(self) -> None:
-        for name, wrapper in self._wrappers.items():
-            setattr(self._target, name, wrapper)
+        for gate in self._gates.values():
+            gate.open = True
 
     def flush(self) -> None:
         for series in self._series.values():
             series.flush()
 
 
-class RequestSeries:
-    """The requests of one route, method and status not yet written: their count, latency
-    and body bytes."""
+def _sampled(
+    function: Callable[..., Awaitable[T]], gate: _Gate, series: Series
+) -> Callable[..., Awaitable[T]]:
+    """``function`` (a coroutine function), timing the call that finds ``gate`` open."""
 
-    __slots__ = (
-        "_buckets",
-        "_duration",
-        "_received",
-        "_received_bytes",
-        "_requests",
-        "_sent",
-        "_sent_bytes",
-        "_total",
-        "count",
-    )
+    async def timed(call: Awaitable[T]) -> T:
+        start = perf_counter()
+        try:
+            return await call
+        finally:
+            series.observe(perf_counter() - start)
+
+    def operation(*args: Any, **kwargs: Any) -> Awaitable[T]:
+        if gate.open:
+            gate.open = False
+            return timed(function(*args, **kwargs))
+        return function(*args, **kwargs)
+
+    return functools.update_wrapper(operation, function)
+
+
+class RequestSeries:
+    """The requests of one route, method and status not yet written: their latencies (one
+    entry per request) and body bytes.
+
+    The dispatcher adds to ``latencies``, ``received`` and ``sent`` directly (``record`` is
+    the same as a call). A request thus costs an append and an addition or two; counting it
+    into buckets waits for ``flush``, which sorts the second's latencies once and finds each
+    bucket's count by bisection, cheaper than a bisection per request.
+    """
+
+    __slots__ = ("_duration", "_received", "_requests", "_sent", "latencies", "received", "sent")
 
     def __init__(
         self, requests: Counter, duration: Histogram, received: Counter, sent: Counter
@@ -185,34 +199,36 @@ class RequestSeries:
         self._duration = duration
         self._received = received
         self._sent = sent
-        self.count = 0
-        self._total = 0.0
-        self._buckets = [0] * len(REQUEST_BUCKETS)
-        self._received_bytes = 0
-        self._sent_bytes = 0
+        self.latencies: list[float] = []
+        self.received = 0
+        self.sent = 0
 
     def record(self, seconds: float, received: int, sent: int) -> None:
         """One request answered after ``seconds``, having read ``received`` bytes of body and
         sent ``sent``."""
-        self.count += 1
-        self._total += seconds
-        self._buckets[bisect_left(REQUEST_BUCKETS, seconds)] += 1
-        self._received_bytes += received
-        self._sent_bytes += sent
+        self.latencies.append(seconds)
+        self.received += received
+        self.sent += sent
 
     def flush(self) -> None:
-        if not self.count:
+        latencies = self.latencies
+        if not latencies:
             return
-        self._requests.inc(self.count)
-        self.count = 0
-        _write_histogram(self._duration, self._total, self._buckets)
-        self._total = 0.0
-        if self._received_bytes:
-            self._received.inc(self._received_bytes)
-            self._received_bytes = 0
-        if self._sent_bytes:
-            self._sent.inc(self._sent_bytes)
-            self._sent_bytes = 0
+        self.latencies = []
+        self._requests.inc(len(latencies))
+        latencies.sort()
+        buckets, below = [], 0
+        for bound in REQUEST_BUCKETS:  # a latency equal to a bound is in that bound's bucket
+            up_to = bisect_right(latencies, bound)
+            buckets.append(up_to - below)
+            below = up_to
+        _write_histogram(self._duration, sum(latencies), buckets)
+        if self.received:
+            self._received.inc(self.received)
+            self.received = 0
+        if self.sent:
+            self._sent.inc(self.sent)
+            self.sent = 0
 
 
 class Metrics:
@@ -314,12 +330,13 @@ class Metrics:
             )
         return found
 
-    def time_operations(self, target: Any, names: Iterable[str]) -> None:
-        """Time a sample of the calls of ``target``'s coroutine methods ``names``, in
-        ``moorage_metadata_operation_duration_seconds`` by name (``SampledOperations``)."""
-        sampled = SampledOperations(target, names, self.store_duration, STORE_BUCKETS)
-        sampled.arm()
+    def timed_operations(self, cls: type[C], names: Iterable[str]) -> type[C]:
+        """A subclass of ``cls`` that times a sample of the calls of its coroutine methods
+        ``names``, in ``moorage_metadata_operation_duration_seconds`` by name
+        (``SampledOperations``)."""
+        sampled = SampledOperations(names, self.store_duration, STORE_BUCKETS)
         self._sampled.append(sampled)
+        return sampled.subclass(cls)
 
     def flush(self) -> None:
         """Write this process's pending counts where scrapes read them (and arm the sampled

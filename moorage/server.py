@@ -49,7 +49,6 @@ from moorage.backends import (
     migrate,
     open_metadata,
     open_storage,
-    time_operations,
     uses_data_directory,
 )
 from moorage.config import Settings
@@ -71,9 +70,7 @@ def build_registry(
     """The registry the settings describe; ``clock`` is its time (what the store stamps,
     when uploads expire), the wall clock but in tests; ``timed``: its metadata operations
     are timed for ``/metrics``."""
-    meta = open_metadata(settings, clock)
-    if timed:
-        time_operations(meta)
+    meta = open_metadata(settings, clock, timed=timed)
     return Registry(
         open_storage(settings),
         meta,

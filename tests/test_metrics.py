@@ -43,6 +43,35 @@ def test_series_flushed_equal_the_same_observations_made_directly() -> None:
     assert scrape.value("batched_seconds_sum", kind="x") == pytest.approx(sum(observed))
 
 
+def test_request_latencies_flushed_fall_in_the_buckets_observe_would_put_them_in() -> None:
+    """Requests keep their latencies unsorted until the flush counts them into buckets."""
+    own = Metrics()
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "d", buckets=REQUEST_BUCKETS[:-1], registry=registry)
+    series = own.request_series("manifest", "GET", 200)
+    chance = random.Random(11)
+    observed = [*REQUEST_BUCKETS[:-1], 0.0, 1e9, *REQUEST_BUCKETS[:3]]
+    observed += [chance.expovariate(200) for _ in range(1000)]
+    chance.shuffle(observed)
+    for index, value in enumerate(observed):
+        series.record(value, 0, 1)
+        direct.observe(value)
+        if index % 331 == 0:
+            own.flush()
+    own.flush()
+    ours = Scrape.parse(generate_latest(own.registry).decode())
+    theirs = Scrape.parse(generate_latest(registry).decode())
+    name = "moorage_http_request_duration_seconds"
+    for bound in [*(str(b) for b in REQUEST_BUCKETS[:-1]), "+Inf"]:
+        assert ours.value(f"{name}_bucket", route="manifest", method="GET", le=bound) == (
+            theirs.value("direct_seconds_bucket", le=bound)
+        ), bound
+    assert ours.value(f"{name}_sum", route="manifest", method="GET") == pytest.approx(sum(observed))
+    assert ours.value("moorage_http_requests_total", route="manifest", method="GET",
+                      status="200") == len(observed)  # fmt: skip
+    assert ours.value("moorage_http_sent_bytes_total", route="manifest") == len(observed)
+
+
 def test_requests_are_counted_by_route_method_and_status() -> None:
     own = Metrics()
     series = own.request_series("blob", "GET", 200)
@@ -91,12 +120,9 @@ class Store:
 
 async def test_one_call_of_each_operation_is_timed_per_flush_failures_included() -> None:
     own = Metrics()
-    store = Store()
-    own.time_operations(store, ("fast", "slow", "broken"))
-    assert "fast" in vars(store)  # armed
-    assert await store.fast(41) == 42
-    assert "fast" not in vars(store)  # the next calls go to the method itself
-    assert await store.fast(1) == 2
+    store = own.timed_operations(Store, ("fast", "slow", "broken"))()
+    assert await store.fast(41) == 42  # timed
+    assert await store.fast(1) == 2  # not: one call per flush
     await store.slow()
     await store.slow()
     with pytest.raises(OSError, match="disk on fire"):
@@ -117,13 +143,30 @@ async def test_one_call_of_each_operation_is_timed_per_flush_failures_included()
 
 async def test_calls_under_way_while_one_is_timed_are_left_alone() -> None:
     own = Metrics()
-    store = Store()
-    own.time_operations(store, ("slow",))
+    store = own.timed_operations(Store, ("slow",))()
     await asyncio.gather(*(store.slow() for _ in range(5)))
     own.flush()
     scrape = Scrape.parse(generate_latest(own.registry).decode())
     assert scrape.value("moorage_metadata_operation_duration_seconds_count",
                         operation="slow") == 1  # fmt: skip
+
+
+async def test_timing_changes_neither_the_instances_nor_the_class() -> None:
+    """What keeps the calls not timed cheap: CPython specialises attribute and method
+    lookups on an object whose class stays the same and which keeps no methods of its own."""
+    own = Metrics()
+    timed = own.timed_operations(Store, ("fast", "slow"))
+    store = timed()
+    assert isinstance(store, Store)
+    assert (timed.__name__, timed.__module__) == (Store.__name__, Store.__module__)
+    assert timed.fast.__name__ == "fast" and timed.fast.__wrapped__ is Store.fast
+    namespace = dict(vars(timed))
+    for _ in range(3):
+        assert await store.fast(1) == 2
+        await store.slow()
+        own.flush()
+    assert dict(vars(timed)) == namespace
+    assert vars(store) == {}
 
 
 def test_processes_sharing_a_directory_are_summed_and_dead_ones_lose_their_gauges(

@@ -154,21 +154,24 @@ class V2Api:
         self, kind: str, request: web.Request, response: web.StreamResponse, started: float
     ) -> None:
         """Add a request to its series. Cheap reads only: ``response.content_length`` alone
-        would cost a manifest GET 1% (a header lookup and a parse)."""
+        would cost a manifest GET 1% (a header lookup and a parse), and GET and HEAD bodies
+        are never read, so ``request.content`` is not asked."""
         seconds = perf_counter() - started
         method = request.method
         status = response.status
         series = self._requests.get((kind, method, status))
         if series is None:
             series = self._metrics.request_series(kind, method, status)
+        series.latencies.append(seconds)
         if method == "HEAD":
-            sent = 0
-        elif type(response) is web.Response:
+            return
+        if type(response) is web.Response:
             body = response.body
-            sent = len(body) if type(body) is bytes else _size(body)
+            series.sent += len(body) if type(body) is bytes else _size(body)
         else:  # streamed: the handler may say how much it sent before the client went away
-            sent = request.get(SENT_KEY, response.content_length) or 0
-        series.record(seconds, request.content.total_bytes, sent)
+            series.sent += request.get(SENT_KEY, response.content_length) or 0
+        if method != "GET":
+            series.received += request.content.total_bytes
 
     async def _start_upload(
         self, request: web.Request, registry: Registry, name: str, _ref: str
