@@ -7,8 +7,7 @@ The same mocked ``GET /v2/bench/image/manifests/latest`` goes to each one's
 ``V2Api.dispatch`` ``--calls`` times per block, the three in a rotating order, for
 ``--blocks`` blocks. The fastest block of each is the least disturbed by other work on the
 machine; their differences are the cost per request, to set against a whole request's CPU
-(``registry.py`` measures throughput through HTTP, where the difference drowns in the noise
-of a shared machine).
+(``registry.py --metrics-rounds`` measures the cost through HTTP, in paired rounds).
 
 Usage: PYTHONPATH=. .venv/bin/python benchmarks/metrics_cost.py [--blocks 60] [--calls 5000]
 """

@@ -2,11 +2,14 @@
 
 The entry point: it parses the arguments, starts both registries (``servers.py``), runs the
 four measurements in turn (monolithic upload, download by curl and by Python, chunked upload:
-``transfers.py``; manifest GET and HEAD by tag under load: ``load.py``), prints the table
-(``report.py``) and can keep every number in a JSON file; README.md says what is measured and
-how. Run as a script, Python puts benchmarks/ first on sys.path, so the sibling modules are
-imported by their plain names (no package, no sys.path edits), as mypy resolves them too.
+``transfers.py``; manifest GET and HEAD by tag under load: ``load.py``), with
+``--metrics-rounds`` a fifth (what the metrics cost a manifest GET: ``metrics_load.py``),
+prints the table (``report.py``) and can keep every number in a JSON file; README.md says
+what is measured and how. Run as a script, Python puts benchmarks/ first on sys.path, so the
+sibling modules are imported by their plain names (no package, no sys.path edits), as mypy
+resolves them too.
 Usage: .venv/bin/python benchmarks/registry.py [--size-mib 1024] [--repeat 3] [--json out.json]
+       [--metrics-rounds 40]
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from checkout import VENV_BIN, describe
 from cpu import machine_busy_percent
 from errors import BenchmarkError, check_tools, exit_status
 from load import LOAD_METRICS, run_load
+from metrics_load import run_rounds
+from metrics_load import table as metrics_table
 from registry_http import check_blob, check_rejects_wrong_digest, push_image
 from repeats import alternating
 from report import per_process, print_and_save, summarize, table
-from servers import REGISTRIES, Server, start_server
+from servers import METRICS_OFF, METRICS_ON, REGISTRIES, Server, start_server
 from transfers import (
     MIB,
     BlobFile,
@@ -100,18 +105,21 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
     registries = list(servers)
     size, chunked_size = args.size_mib * MIB, args.chunked_mib * MIB
     results: dict[str, dict[str, Any]] = {}
+    steps = 5 if args.metrics_rounds else 4
 
     for server in servers.values():
         check_rejects_wrong_digest(server)
 
     # 1. Monolithic upload; every repeat a new random file, uploaded to each registry.
-    print(f"\n[1/4] monolithic upload of {args.size_mib} MiB x {args.repeat}")
+    print(f"\n[1/{steps}] monolithic upload of {args.size_mib} MiB x {args.repeat}")
     blob, results["upload"] = timed_uploads(
         args, servers, "bench/blob", work / "blob.bin", size, monolithic_upload
     )
 
     # 2. Download of the first uploaded blob (already in the page cache on both sides).
-    print(f"\n[2/4] download of {args.size_mib} MiB x {args.download_repeat}, curl then Python")
+    print(
+        f"\n[2/{steps}] download of {args.size_mib} MiB x {args.download_repeat}, curl then Python"
+    )
     for server in servers.values():
         verify_download(server, "bench/blob", blob)
     for metric, client, function in (
@@ -134,7 +142,7 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
     # 3. Chunked upload; new random files again.
     chunk = args.chunk_mib * MIB
     print(
-        f"\n[3/4] chunked upload of {args.chunked_mib} MiB in {args.chunk_mib} MiB PATCHes"
+        f"\n[3/{steps}] chunked upload of {args.chunked_mib} MiB in {args.chunk_mib} MiB PATCHes"
         f" x {args.repeat}"
     )
     _, results["chunked_upload"] = timed_uploads(
@@ -149,7 +157,7 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
 
     # 4. Manifest GET and HEAD by tag under load.
     print(
-        f"\n[4/4] manifest by tag, {args.connections} connections, {args.duration}s "
+        f"\n[4/{steps}] manifest by tag, {args.connections} connections, {args.duration}s "
         f"after a {args.warmup}s warm-up: GET by wrk -t{args.wrk_threads} --latency, "
         "HEAD and GET by ab -k"
     )
@@ -168,6 +176,17 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
                 f"CPU % by server process {per_process(result.processes)}"
             )
             results[metric][key] = result.to_json()
+
+    # 5. What the metrics cost a manifest GET: moorage against itself with them off.
+    if args.metrics_rounds:
+        print(
+            f"\n[5/5] manifest GET by tag, metrics on and off: {args.metrics_rounds} rounds "
+            f"of {args.metrics_seconds}s by wrk, then by ab"
+        )
+        for key in (METRICS_ON, METRICS_OFF):  # both fresh, alike but for the metrics
+            servers[key] = start_server(key, work, args.moorage, args.distribution)
+            push_image(servers[key], "bench/image", "latest")
+        results["metrics_cost"] = run_rounds(args, servers[METRICS_ON], servers[METRICS_OFF])
     return results
 
 
@@ -200,6 +219,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " blob size; 0: do not). In a VM that hands freed memory back to its host, the first"
         " write to a page is slow; pre-touching lets the upload's page cache use warm pages",
     )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=0,
+        help="also measure what the metrics cost a manifest GET: this many rounds of moorage"
+        " with [metrics] on and off in turn (default 0: do not; 30 or more to see a few %%)",
+    )
+    parser.add_argument(
+        "--metrics-seconds", type=int, default=2, help="seconds per metrics-cost run (default 2)"
+    )
     parser.add_argument("--only", choices=REGISTRIES, help="benchmark one registry only")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--tmpdir", type=Path, help="where to create the work directory")
@@ -214,6 +243,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     positive = (args.size_mib, args.chunked_mib, args.chunk_mib, args.repeat, args.duration)
     if min(*positive, args.download_repeat) < 1:
         parser.error("sizes, --repeat and --duration must be positive")
+    if args.metrics_rounds < 0 or (args.metrics_rounds and args.only == "distribution"):
+        parser.error("--metrics-rounds needs moorage and a count of 0 or more")
+    if args.metrics_seconds < 1:
+        parser.error("--metrics-seconds must be positive")
     return args
 
 
@@ -267,8 +300,11 @@ def benchmark(args: argparse.Namespace) -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
+    report = table(results, registries, args)
+    if "metrics_cost" in results:
+        report += "\n\n" + metrics_table(results["metrics_cost"], args)
     print_and_save(
-        table(results, registries, args),
+        report,
         started,
         args,
         environment=lambda: versions(args),

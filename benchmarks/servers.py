@@ -1,8 +1,8 @@
-"""Starting and stopping the two registries under test: moorage (its ``serve`` command) and CNCF
-Distribution (``docker-registry`` with a config of its own, never the system service), each on
-a free port of 127.0.0.1 with filesystem storage in the work directory, in a session of its
-own so that stopping it also stops any worker it left behind. ``Server`` is a running one: its
-URLs, its log, whether it is still alive."""
+"""Starting and stopping the registries under test: moorage (its ``serve`` command; with its
+metrics off for ``METRICS_OFF``) and CNCF Distribution (``docker-registry`` with a config
+of its own, never the system service), each on a free port of 127.0.0.1 with filesystem storage
+in the work directory, in a session of its own so that stopping it also stops any worker it left
+behind. ``Server`` is a running one: its URLs, its log, whether it is still alive."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from pathlib import Path
 from errors import BenchmarkError
 
 REGISTRIES = ("moorage", "distribution")
-LABELS = {"moorage": "moorage", "distribution": "Distribution"}
+#: Two more moorage servers for the metrics cost: ``[metrics]`` enabled (the default) and not.
+METRICS_ON, METRICS_OFF = "moorage-metrics-on", "moorage-metrics-off"
+LABELS = {
+    "moorage": "moorage",
+    "distribution": "Distribution",
+    METRICS_ON: "metrics on",
+    METRICS_OFF: "metrics off",
+}
 
 DISTRIBUTION_CONFIG = """\
 version: 0.1
@@ -148,12 +155,15 @@ def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str)
     data = work / f"{key}-data"
     data.mkdir()
     log = work / f"{key}.log"
-    if key == "moorage":
+    env = None
+    if key in ("moorage", METRICS_ON, METRICS_OFF):
         argv = [str(moorage_bin), "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)]
+        enabled = "false" if key == METRICS_OFF else "true"
+        env = {**os.environ, "MOORAGE_METRICS_ENABLED": enabled}
     else:
         config = work / "distribution.yml"
         config.write_text(DISTRIBUTION_CONFIG.format(root=data, port=port))
         argv = [distribution_bin, "serve", str(config)]
-    server = Server(key, port, data, log, spawn(argv, log))
+    server = Server(key, port, data, log, spawn(argv, log, env))
     wait_ready(server, server.answers_v2, f"{server.label} did not answer /v2/")
     return server
