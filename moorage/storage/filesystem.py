@@ -59,13 +59,28 @@ def _is_temporary(name: str) -> bool:
     return _TEMPORARY.fullmatch(name) is not None
 
 
+def _make_directory(path: Path) -> bool:
+    """Make ``path`` and its parents; False if a sweep removed it meanwhile, so the caller
+    tries again. (``mkdir(exist_ok=True)`` raises FileExistsError when the directory existed
+    at its ``mkdir`` and was swept before its check that it is a directory.)"""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        if path.exists():  # not a directory: no retry makes it one
+            raise StorageError(f"{path} is not a directory") from None
+        return False
+    except NotADirectoryError:  # a file where one of its parents belongs
+        raise StorageError(f"a parent of {path} is not a directory") from None
+    return True
+
+
 def _create_file(path: Path, flags: int) -> int:
     """``os.open`` a file to be created in a directory made first, and made again if a
-    sweep removed it (then empty) between the two."""
+    sweep removed it (then empty) between the two, or while it was being made."""
     for _ in range(_CREATE_ATTEMPTS):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if _make_directory(path.parent):
+                return os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:
             continue
     raise StorageError(f"cannot create {path}: its directory keeps disappearing")
@@ -76,9 +91,9 @@ def _move(source: Path, target: Path) -> None:
     sweep removed it meanwhile); ObjectNotFound if the source is gone."""
     for _ in range(_CREATE_ATTEMPTS):
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
-            return
+            if _make_directory(target.parent):
+                os.replace(source, target)
+                return
         except FileNotFoundError:
             if not source.exists():
                 raise ObjectNotFound(str(source)) from None

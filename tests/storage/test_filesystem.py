@@ -244,6 +244,48 @@ async def test_writes_make_again_a_directory_swept_under_them(
         await driver.commit("b/empty/written", "c/empty/again")
 
 
+async def test_writes_make_again_a_directory_swept_while_being_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory exists when the writer's mkdir runs (EEXIST) and a sweep removes it
+    before mkdir checks that it is a directory: the writer makes it again."""
+    driver = FilesystemDriver(tmp_path / "root")
+    root = driver.root
+    real_mkdir = os.mkdir
+    swept: list[str] = []
+
+    def mkdir_then_sweep(path: str | os.PathLike[str], mode: int = 0o777) -> None:
+        directory = Path(path)
+        if directory.name == "empty" and directory.is_dir() and str(directory) not in swept:
+            directory.rmdir()
+            swept.append(str(directory))
+            raise FileExistsError(errno.EEXIST, "File exists", str(directory))
+        real_mkdir(path, mode)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_then_sweep)
+    (root / "a" / "empty").mkdir(parents=True)
+    await driver.put("a/empty/put", b"put")
+    (root / "b" / "empty").mkdir(parents=True)
+    (root / "u").mkdir()
+    writer = await driver.open_writer("u/written", 0)
+    await writer.write(b"written")
+    await writer.close()
+    await driver.commit("u/written", "b/empty/committed")
+    assert len(swept) == 2
+    assert await driver.get("a/empty/put") == b"put"
+    assert await driver.get("b/empty/committed") == b"written"
+
+
+@pytest.mark.parametrize("file", ["blobs", "blobs/sha256/ab"])
+async def test_a_file_where_a_directory_belongs_is_a_clear_error(tmp_path: Path, file: str) -> None:
+    driver = FilesystemDriver(tmp_path)
+    (tmp_path / file).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / file).write_bytes(b"not a directory")
+    with pytest.raises(StorageError, match="not a directory"):
+        await driver.put("blobs/sha256/ab/x", b"x")
+    assert (tmp_path / file).read_bytes() == b"not a directory"
+
+
 async def test_writers_and_sweeps_at_once(tmp_path: Path) -> None:
     """Sweeps that take every empty directory at once (a time in the future makes all of
     them old), while writers make objects in them and commits move objects into them."""
