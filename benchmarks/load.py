@@ -116,31 +116,44 @@ def parse_ab(output: str) -> LoadResult:
     )
 
 
+def load_argv(tool: str, method: str, duration: int, args: argparse.Namespace) -> list[str]:
+    """wrk (GET only) or ab loading a URL, to be appended, for ``duration`` seconds with
+    ``--connections`` (and wrk's ``--wrk-threads``), asking for an OCI manifest."""
+    accept = f"Accept: {OCI_MANIFEST}"
+    connections = args.connections
+    if tool == "wrk":
+        if method != "GET":
+            raise BenchmarkError("wrk 4.1 cannot send HEAD requests (wg/wrk#198)")
+        threads = f"-t{args.wrk_threads}"
+        return ["wrk", threads, f"-c{connections}", f"-d{duration}s", "--latency", "-H", accept]
+    head = ["-i"] if method == "HEAD" else []
+    # -t alone caps ab at 50,000 requests; -n after it raises the cap (ab allocates
+    # 32 bytes per request up front). -r: go on after a failed receive instead of exiting.
+    options = f"-q -k -r -c {connections} -t {duration} -n {200_000 * duration}".split()
+    return ["ab", *options, "-H", accept, *head]
+
+
+def load_output(tool: str, method: str, url: str, duration: int, args: argparse.Namespace) -> str:
+    """Load ``url`` for ``duration`` seconds (``load_argv``); the tool's output."""
+    argv = [*load_argv(tool, method, duration, args), url]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchmarkError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def parse_load(tool: str, output: str) -> LoadResult:
+    return parse_wrk(output) if tool == "wrk" else parse_ab(output)
+
+
 def run_load(
     server: Server, target: str, method: str, tool: str, args: argparse.Namespace
 ) -> LoadResult:
     """Warm up, then load ``target`` for ``--duration`` seconds with wrk or ab."""
     url = server.url(target)
-    accept = f"Accept: {OCI_MANIFEST}"
-    connections = args.connections
-
-    def argv(duration: int) -> list[str]:
-        if tool == "wrk":
-            if method != "GET":
-                raise BenchmarkError("wrk 4.1 cannot send HEAD requests (wg/wrk#198)")
-            threads = f"-t{args.wrk_threads}"
-            return ["wrk", threads, f"-c{connections}", f"-d{duration}s", "--latency", "-H", accept]
-        head = ["-i"] if method == "HEAD" else []
-        # -t alone caps ab at 50,000 requests; -n after it raises the cap (ab allocates
-        # 32 bytes per request up front). -r: go on after a failed receive instead of exiting.
-        options = f"-q -k -r -c {connections} -t {duration} -n {200_000 * duration}".split()
-        return ["ab", *options, "-H", accept, *head]
 
     def load(duration: int) -> str:
-        proc = subprocess.run([*argv(duration), url], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise BenchmarkError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc.stdout
+        return load_output(tool, method, url, duration, args)
 
     server.check_alive()
     quiesce(args.wait_idle)
@@ -149,7 +162,7 @@ def run_load(
     with CpuMeter(server.proc.pid) as cpu:
         output = load(args.duration)
     server.check_alive()
-    result = parse_wrk(output) if tool == "wrk" else parse_ab(output)
+    result = parse_load(tool, output)
     result.cpu, result.raw = cpu.percent, output
     # How the load spread over the server's processes (moorage: supervisor and workers).
     result.processes = [100 * used / args.duration for used in cpu.server_processes.values()]

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 from cpu import CpuMeter, quiesce
 from errors import BenchmarkError
-from load import parse_ab, parse_wrk
-from registry_http import OCI_MANIFEST
+from load import load_output, parse_load
 from report import aligned
 from servers import Server
 
@@ -41,31 +39,11 @@ class Run:
     failures: int  # socket errors and non-2xx answers
 
 
-def _argv(tool: str, url: str, seconds: int, connections: int, threads: int) -> list[str]:
-    accept = f"Accept: {OCI_MANIFEST}"
-    if tool == "wrk":
-        return [
-            "wrk",
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-H",
-            accept,
-            url,
-        ]
-    options = f"-q -k -r -c {connections} -t {seconds} -n {200_000 * seconds}".split()
-    return ["ab", *options, "-H", accept, url]
-
-
 def _run(server: Server, tool: str, seconds: int, args: argparse.Namespace) -> Run:
-    argv = _argv(tool, server.url(TARGET), seconds, args.connections, args.wrk_threads)
     with CpuMeter(server.proc.pid) as cpu:
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BenchmarkError(f"{tool} failed ({proc.returncode}): {proc.stderr.strip()}")
+        output = load_output(tool, "GET", server.url(TARGET), seconds, args)
     server.check_alive()
-    result = parse_wrk(proc.stdout) if tool == "wrk" else parse_ab(proc.stdout)
+    result = parse_load(tool, output)
     if result.requests == 0:
         raise BenchmarkError(f"{tool} against {server.label} completed no request")
     used = sum(cpu.server_processes.values())
