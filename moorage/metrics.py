@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import os
 from bisect import bisect_left, bisect_right
@@ -131,12 +132,12 @@ class SampledOperations:
     Each operation of each process is thus timed at most once a second, and an operation
     rarer than that at every call.
 
-    The cost of a call not timed is one plain function call (a flag read, no coroutine
-    around the method). Neither the instances nor the class change afterwards: patching
-    methods onto an instance gives it a materialised ``__dict__``, after which CPython 3.11
-    no longer specialises method lookups on it, and changing a class's attributes every
-    second would invalidate its type version as often (CPython 3.12 stops giving a class
-    new versions after a thousand).
+    The cost of a call not timed is one plain function call with the method's own
+    parameters (a flag read, no coroutine around the method: ``_sampled``). Neither the
+    instances nor the class change afterwards: patching methods onto an instance gives it a
+    materialised ``__dict__``, after which CPython 3.11 no longer specialises method lookups
+    on it, and changing a class's attributes every second would invalidate its type version
+    as often (CPython 3.12 stops giving a class new versions after a thousand).
     """
 
     def __init__(self, names: Iterable[str], histogram: Histogram, bounds: tuple[float, ...]):
@@ -162,7 +163,12 @@ class SampledOperations:
 def _sampled(
     function: Callable[..., Awaitable[T]], gate: _Gate, series: Series
 ) -> Callable[..., Awaitable[T]]:
-    """``function`` (a coroutine function), timing the call that finds ``gate`` open."""
+    """``function`` (a coroutine function), timing the call that finds ``gate`` open.
+
+    The wrapper is made from source (as ``dataclasses`` makes methods) with exactly
+    ``function``'s parameters, which it passes on as they are declared: a wrapper taking
+    ``*args, **kwargs`` builds a tuple and a dict on every call and costs three times as much,
+    on every call of the hottest operations (a manifest GET's tag lookup among them)."""
 
     async def timed(call: Awaitable[T]) -> T:
         start = perf_counter()
@@ -171,13 +177,51 @@ def _sampled(
         finally:
             series.observe(perf_counter() - start)
 
-    def operation(*args: Any, **kwargs: Any) -> Awaitable[T]:
-        if gate.open:
-            gate.open = False
-            return timed(function(*args, **kwargs))
-        return function(*args, **kwargs)
+    signature = inspect.signature(function)
+    namespace: dict[str, Any] = {"_gate": gate, "_function": function, "_timed": timed}
+    parameters, arguments = [], []
+    for parameter in signature.parameters.values():
+        name = parameter.name
+        if name in namespace or name.startswith("_default_"):
+            raise ValueError(f"{function.__qualname__}: a parameter named {name} is not wrapped")
+        arguments.append(_FORWARD[parameter.kind].format(name))
+        if parameter.default is not parameter.empty:
+            namespace[f"_default_{name}"] = parameter.default
+            parameter = parameter.replace(default=_Source(f"_default_{name}"))
+        parameters.append(parameter.replace(annotation=parameter.empty))
+    heading = signature.replace(parameters=parameters, return_annotation=signature.empty)
+    call = f"_function({', '.join(arguments)})"
+    source = (
+        f"def operation{heading}:\n"
+        "    if _gate.open:\n"
+        "        _gate.open = False\n"
+        f"        return _timed({call})\n"
+        f"    return {call}\n"
+    )
+    exec(source, namespace)  # names and defaults come from the class's own code, not input
+    return functools.update_wrapper(namespace["operation"], function)
 
-    return functools.update_wrapper(operation, function)
+
+class _Source:
+    """A default value shown by the name it is bound to in the generated source."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: How a wrapper passes on a parameter of each kind.
+_FORWARD = {
+    inspect.Parameter.POSITIONAL_ONLY: "{}",
+    inspect.Parameter.POSITIONAL_OR_KEYWORD: "{}",
+    inspect.Parameter.VAR_POSITIONAL: "*{}",
+    inspect.Parameter.KEYWORD_ONLY: "{0}={0}",
+    inspect.Parameter.VAR_KEYWORD: "**{}",
+}
 
 
 class RequestSeries:
@@ -312,7 +356,8 @@ class Metrics:
         )
         self._sampled: list[SampledOperations] = []
         #: The series of the requests of each (endpoint kind, method, status) seen so far,
-        #: for the dispatcher to look up; ``request_series`` adds the missing ones.
+        #: which ``flush`` writes; ``request_series`` adds the missing ones. (The dispatcher
+        #: keeps references to them by endpoint and status, a cheaper key than this one.)
         self.requests: dict[tuple[str, str, int], RequestSeries] = {}
 
     def request_series(self, route: str, method: str, status: int) -> RequestSeries:

@@ -4,6 +4,7 @@ would have put them there, methods and labels stay bounded, and timed operations
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import subprocess
 import sys
@@ -167,6 +168,58 @@ async def test_timing_changes_neither_the_instances_nor_the_class() -> None:
         own.flush()
     assert dict(vars(timed)) == namespace
     assert vars(store) == {}
+
+
+SHARED_DEFAULT: list[int] = []
+
+
+class Signatures:
+    async def mixed(
+        self,
+        a: int,
+        /,
+        b: int,
+        c: int = 3,
+        *rest: int,
+        d: int,
+        e: object = SHARED_DEFAULT,
+        **more: int,
+    ) -> tuple[object, ...]:
+        return (a, b, c, rest, d, e, more)
+
+
+async def test_operations_take_and_pass_on_their_parameters_as_declared() -> None:
+    """The timed operations are made from source with the operation's own parameters."""
+    own = Metrics()
+    store = own.timed_operations(Signatures, ("mixed",))()
+    plain = Signatures()
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = [
+        ((1, 2), {"d": 4}),
+        ((1,), {"b": 2, "d": 4, "e": 5, "x": 6}),
+        ((1, 2, 3, 7, 8), {"d": 4}),
+    ]
+    for _ in range(2):  # the first call of each round is timed, the others not
+        for args, kwargs in calls:
+            assert await store.mixed(*args, **kwargs) == await plain.mixed(*args, **kwargs)
+        own.flush()
+    assert (await store.mixed(1, 2, d=4))[5] is SHARED_DEFAULT  # the same object
+    with pytest.raises(TypeError):
+        store.mixed(1, 2)  # no d
+    with pytest.raises(TypeError):
+        store.mixed(a=1, b=2, d=4)  # a is positional-only
+    assert inspect.signature(store.mixed) == inspect.signature(plain.mixed)
+    scrape = Scrape.parse(generate_latest(own.registry).decode())
+    assert scrape.value("moorage_metadata_operation_duration_seconds_count",
+                        operation="mixed") == 2  # fmt: skip
+
+
+def test_a_parameter_named_like_the_wrapper_s_own_names_is_refused() -> None:
+    class Clash:
+        async def operation(self, _gate: int) -> int:
+            return _gate
+
+    with pytest.raises(ValueError, match="named _gate"):
+        Metrics().timed_operations(Clash, ("operation",))
 
 
 def test_processes_sharing_a_directory_are_summed_and_dead_ones_lose_their_gauges(

@@ -108,7 +108,7 @@ class V2Api:
         self.auth = Authenticator(
             settings.auth.htpasswd, settings.auth.anonymous_pull, frozenset(settings.auth.admins)
         )
-        self._routes: dict[tuple[str, str], tuple[Handler, Action]] = {
+        routes: dict[tuple[str, str], tuple[Handler, Action]] = {
             ("manifest", "GET"): (manifests.get_manifest, "pull"),
             ("manifest", "HEAD"): (manifests.get_manifest, "pull"),
             ("manifest", "PUT"): (manifests.put_manifest, "push"),
@@ -142,26 +142,37 @@ class V2Api:
             ("registry _moorage/usage", "GET"): (extension.usage, "admin"),
         }
         self._metrics = metrics.current()
-        #: The series each (endpoint kind, method, status) counts into.
-        self._requests: dict[tuple[str, str, int], RequestSeries] = self._metrics.requests
         self._counting = settings.metrics.enabled
         if self._counting:
             for key in (("uploads", "POST"), ("upload", "PATCH"), ("upload", "PUT")):
-                handler, action = self._routes[key]
-                self._routes[key] = (_in_flight(handler), action)
+                handler, action = routes[key]
+                routes[key] = (_in_flight(handler), action)
+        #: By (endpoint, method): the handler, the action it needs, and the series its
+        #: requests count into by status (filled as statuses occur).
+        self._routes: dict[tuple[str, str], tuple[Handler, Action, dict[int, RequestSeries]]]
+        self._routes = {key: (handler, action, {}) for key, (handler, action) in routes.items()}
 
     def _count(
-        self, kind: str, request: web.Request, response: web.StreamResponse, started: float
+        self,
+        statuses: dict[int, RequestSeries] | None,
+        kind: str,
+        method: str,
+        request: web.Request,
+        response: web.StreamResponse,
+        started: float,
     ) -> None:
-        """Add a request to its series. Cheap reads only: ``response.content_length`` alone
-        would cost a manifest GET 1% (a header lookup and a parse), and GET and HEAD bodies
-        are never read, so ``request.content`` is not asked."""
+        """Add a request to its series, found by status alone in ``statuses``, its endpoint's
+        (None for requests that reached no endpoint: found by kind and method too). Cheap
+        reads only: ``response.content_length`` would cost a manifest GET 1% (a header
+        lookup and a parse), and GET and HEAD bodies are never read, so ``request.content``
+        is not asked."""
         seconds = perf_counter() - started
-        method = request.method
         status = response.status
-        series = self._requests.get((kind, method, status))
+        series = None if statuses is None else statuses.get(status)
         if series is None:
             series = self._metrics.request_series(kind, method, status)
+            if statuses is not None:
+                statuses[status] = series
         series.latencies.append(seconds)
         if method == "HEAD":
             return
@@ -186,16 +197,18 @@ class V2Api:
         except RegistryError as exc:
             response = exception_response(exc)
         if self._counting:
-            self._count("base", request, response, started)
+            self._count(None, "base", request.method, request, response, started)
         return response
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         started = perf_counter()
+        method = request.method
         route = parse_path(request.match_info["tail"])
+        statuses: dict[int, RequestSeries] | None = None  # its endpoint's, once it has one
         try:
             if route is None:
                 raise RegistryError(ErrorCode.UNSUPPORTED, "no such endpoint", status=404)
-            entry = self._routes.get((route.endpoint, request.method))
+            entry = self._routes.get((route.endpoint, method))
             if entry is None:
                 if route.kind == "extension" and not any(
                     endpoint == route.endpoint for endpoint, _ in self._routes
@@ -206,10 +219,10 @@ class V2Api:
                 allowed = sorted(m for e, m in self._routes if e == route.endpoint)
                 raise RegistryError(
                     ErrorCode.UNSUPPORTED,
-                    f"{request.method} is not supported here",
+                    f"{method} is not supported here",
                     headers={"Allow": ", ".join(allowed)},
                 )
-            handler, action = entry
+            handler, action, statuses = entry
             if action == "delete" and not self.settings.delete.enabled:
                 raise RegistryError(ErrorCode.UNSUPPORTED, "deletion is disabled on this registry")
             if self.auth.enabled:
@@ -228,7 +241,7 @@ class V2Api:
             if not exc.reported:  # the upload service reports its own
                 log.info(
                     "client aborted %s %s after %d bytes of its request body",
-                    request.method,
+                    method,
                     request.path,
                     exc.received,
                 )
@@ -238,7 +251,8 @@ class V2Api:
             if ACTOR_KEY in request:  # e.g. a refused change: the id its history record has
                 response.headers[REQUEST_ID_HEADER] = request[ACTOR_KEY].request_id
         if self._counting:
-            self._count("unknown" if route is None else route.kind, request, response, started)
+            kind = "unknown" if route is None else route.kind
+            self._count(statuses, kind, method, request, response, started)
         return response
 
 

@@ -56,6 +56,9 @@ async def test_requests_are_counted_by_endpoint_kind_method_and_status(
     await assert_error(await client.get("/v2/team/app/nothing/here"), 404, "UNSUPPORTED")
     assert (await client.request("PROPFIND", "/v2/team/app/tags/list")).status == 405
     assert (await client.get("/v2/")).status == 200
+    # Two endpoints of one kind count into one series.
+    assert (await client.get("/v2/_oci/ext/discover")).status == 200
+    assert (await client.get("/v2/team/app/_oci/ext/discover")).status == 200
     after = await scrape(client)
 
     def requests(route: str, method: str, status: str) -> float:
@@ -67,6 +70,7 @@ async def test_requests_are_counted_by_endpoint_kind_method_and_status(
     assert requests("unknown", "GET", "404") == 1
     assert requests("tags", "other", "405") == 1
     assert requests("base", "GET", "200") == 1
+    assert requests("extension", "GET", "200") == 2
     assert moved(before, after, f"{DURATION}_count", route="manifest", method="GET") == 7
     assert moved(before, after, f"{DURATION}_sum", route="manifest", method="GET") > 0
     # No label carries a repository, a tag or a digest.
