@@ -1,19 +1,30 @@
-"""What the metrics cost a manifest GET by tag through HTTP: two fresh moorage servers, one with
-``[metrics]`` on (``METRICS_ON``), one with them off (``METRICS_OFF``), both warmed up, then
-loaded in turn by wrk and by ab in ``--metrics-rounds`` rounds of ``--metrics-seconds`` each,
-the order of the two registries reversed from one round to the next.
+"""What the metrics cost a manifest GET by tag through HTTP: pairs of fresh moorage servers, one
+with ``[metrics]`` on (``METRICS_ON``), one with them off (``METRICS_OFF``), both warmed up, then
+loaded in turn by wrk and by ab in rounds of ``--metrics-seconds`` each, the order of the two
+registries reversed from one round to the next; ``--metrics-rounds`` rounds per tool in all,
+spread over ``--metrics-pairs`` pairs.
 
 On a shared 2-core VM one run's throughput varies by ±15-20%, far more than the few percent
 looked for, and the variation drifts over tens of seconds (other tenants, the host). So the runs
 are short and many: each round pairs two adjacent runs, one of each registry, and the cost is
 the median of the rounds' ratios, from which slow drift cancels out; the quartiles of the ratios
 show how far to trust it. Beside throughput, the server CPU per request answered (from /proc),
-which the load generator sharing the cores disturbs less."""
+which the load generator sharing the cores disturbs less.
+
+Two processes running the same code also differ by themselves, by a percent or two for their
+whole life: where the allocator and the address space put things, and the seed of Python's
+string hashing (which orders every dict's collisions). One pair of servers would carry its
+own such difference into every round, so the rounds are spread over several pairs; the two
+servers of a pair share a hash seed (``PYTHONHASHSEED``), each pair a new one.
+``--metrics-placebo`` runs the same with the metrics off in both servers: what the method
+finds where there is nothing to find."""
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +32,7 @@ from cpu import CpuMeter, quiesce
 from errors import BenchmarkError
 from load import load_output, parse_load
 from report import aligned
-from servers import Server
+from servers import METRICS_OFF, METRICS_ON, Server
 
 #: The load generators, each with its own rounds.
 TOOLS = ("wrk", "ab")
@@ -50,27 +61,71 @@ def _run(server: Server, tool: str, seconds: int, args: argparse.Namespace) -> R
     return Run(result.requests_s, 1e6 * used / result.requests, result.errors + result.non_2xx)
 
 
-def run_rounds(args: argparse.Namespace, on: Server, off: Server) -> dict[str, Any]:
-    """For each tool, ``--metrics-rounds`` rounds of manifest GETs against ``on`` and ``off``
-    (both have ``bench/image:latest``), summarized (``summarize``)."""
-    results = {}
-    for tool in TOOLS:
-        quiesce(args.wait_idle)
-        for server in (on, off):
-            _run(server, tool, WARMUP, args)
-        runs: dict[str, list[Run]] = {on.key: [], off.key: []}
-        for index in range(args.metrics_rounds):
-            order = (on, off) if index % 2 == 0 else (off, on)
-            for server in order:
-                runs[server.key].append(_run(server, tool, args.metrics_seconds, args))
-            a, b = runs[on.key][-1], runs[off.key][-1]
-            print(
-                f"  {tool:<3} round {index + 1:>2}: metrics on {a.requests_s:8.0f} req/s "
-                f"{a.server_us:6.1f} us/req, off {b.requests_s:8.0f} req/s "
-                f"{b.server_us:6.1f} us/req, ratio {a.requests_s / b.requests_s:.3f}"
-            )
-        results[tool] = summarize(runs[on.key], runs[off.key])
+#: Starts a fresh server of a pair: (``METRICS_ON`` or ``METRICS_OFF``, the pair's number, its
+#: hash seed), answering with ``bench/image:latest`` at ``TARGET``.
+Starter = Callable[[str, int, int], Server]
+
+
+def run_pairs(args: argparse.Namespace, start: Starter) -> dict[str, Any]:
+    """For each tool, ``--metrics-rounds`` rounds of manifest GETs against a server with the
+    metrics on and one with them off, over ``--metrics-pairs`` pairs of fresh servers, each
+    pair stopped before the next starts; summarized by tool (``summarize``)."""
+    runs: dict[str, dict[str, list[Run]]] = {
+        tool: {METRICS_ON: [], METRICS_OFF: []} for tool in TOOLS
+    }
+    pairs: list[dict[str, Any]] = []
+    for number, rounds in enumerate(_spread(args.metrics_rounds, args.metrics_pairs), 1):
+        seed = random.randrange(2**32)
+        print(f"  pair {number}: {rounds} rounds per tool, PYTHONHASHSEED={seed}")
+        servers: dict[str, Server] = {}
+        try:
+            for key in (METRICS_ON, METRICS_OFF):
+                servers[key] = start(key, number, seed)
+            pair: dict[str, Any] = {"seed": seed, "rounds": rounds}
+            for tool in TOOLS:
+                on, off = _rounds(args, tool, rounds, servers[METRICS_ON], servers[METRICS_OFF])
+                runs[tool][METRICS_ON] += on
+                runs[tool][METRICS_OFF] += off
+                pair[tool] = summarize(on, off)["throughput_cost_pct"]
+            pairs.append(pair)
+        finally:
+            for server in servers.values():
+                server.stop()
+    results: dict[str, Any] = {
+        tool: summarize(runs[tool][METRICS_ON], runs[tool][METRICS_OFF]) for tool in TOOLS
+    }
+    results["pairs"] = pairs
+    results["placebo"] = args.metrics_placebo
     return results
+
+
+def _spread(rounds: int, pairs: int) -> list[int]:
+    """``rounds`` split over ``pairs`` as evenly as can be (no pair without a round)."""
+    pairs = min(pairs, rounds)
+    return [rounds // pairs + (1 if index < rounds % pairs else 0) for index in range(pairs)]
+
+
+def _rounds(
+    args: argparse.Namespace, tool: str, rounds: int, on: Server, off: Server
+) -> tuple[list[Run], list[Run]]:
+    """``rounds`` rounds of ``tool`` against ``on`` and ``off``, after a warm-up of each."""
+    quiesce(args.wait_idle)
+    for server in (on, off):
+        _run(server, tool, WARMUP, args)
+    first = "off (placebo)" if args.metrics_placebo else "metrics on"
+    on_runs: list[Run] = []
+    off_runs: list[Run] = []
+    for index in range(rounds):
+        order = ((on, on_runs), (off, off_runs))
+        for server, runs in order if index % 2 == 0 else order[::-1]:
+            runs.append(_run(server, tool, args.metrics_seconds, args))
+        a, b = on_runs[-1], off_runs[-1]
+        print(
+            f"  {tool:<3} round {index + 1:>2}: {first} {a.requests_s:8.0f} req/s "
+            f"{a.server_us:6.1f} us/req, off {b.requests_s:8.0f} req/s "
+            f"{b.server_us:6.1f} us/req, ratio {a.requests_s / b.requests_s:.3f}"
+        )
+    return on_runs, off_runs
 
 
 def _quartiles(values: list[float]) -> list[float]:
@@ -98,10 +153,18 @@ def summarize(on: list[Run], off: list[Run]) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any], args: argparse.Namespace) -> str:
-    """The metrics cost, two rows per tool."""
-    header = ("manifest GET by tag", "metrics on", "metrics off", "cost", "quartiles on/off")
+    """The metrics cost, two rows per tool, and each pair's throughput cost."""
+    placebo = results["placebo"]
+    header = (
+        "manifest GET by tag",
+        "metrics off (2nd)" if placebo else "metrics on",
+        "metrics off",
+        "cost",
+        "quartiles on/off",
+    )
     rows: list[tuple[str, ...]] = []
-    for tool, entry in results.items():
+    for tool in TOOLS:
+        entry = results[tool]
         flag = " *" if entry["failures"] else ""
         for title, key, unit, cost in (
             ("req/s", "requests_s", "throughput", "throughput_cost_pct"),
@@ -117,12 +180,21 @@ def table(results: dict[str, Any], args: argparse.Namespace) -> str:
                 )
             )
     out = aligned(header, rows)
+    for tool in TOOLS:
+        costs = " ".join(f"{pair[tool]:+.1f}%" for pair in results["pairs"])
+        out.append(f"{tool} throughput cost by pair of servers: {costs}")
     out.append(
-        f"Metrics cost: {args.metrics_rounds} rounds of {args.metrics_seconds}s per tool, each "
-        "a run of a fresh moorage with [metrics] on and one of another with them off, "
-        "the order reversed every round. Cost: the median of the rounds' ratios, as "
-        "throughput lost and server CPU per request added; positive is a cost."
+        f"Metrics cost: {args.metrics_rounds} rounds of {args.metrics_seconds}s per tool over "
+        f"{len(results['pairs'])} pairs of fresh servers, each round a run of a moorage with "
+        "[metrics] on and one of another with them off, the order reversed every round. Cost: "
+        "the median of the rounds' ratios, as throughput lost and server CPU per request "
+        "added; positive is a cost."
     )
-    if any(entry["failures"] for entry in results.values()):
+    if placebo:
+        out.append(
+            "PLACEBO: both servers of every pair had the metrics off; the cost is the method's "
+            "own error."
+        )
+    if any(results[tool]["failures"] for tool in TOOLS):
         out.append("* errors or non-2xx responses in some runs; see the JSON output.")
     return "\n".join(out)

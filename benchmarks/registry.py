@@ -9,7 +9,7 @@ what is measured and how. Run as a script, Python puts benchmarks/ first on sys.
 sibling modules are imported by their plain names (no package, no sys.path edits), as mypy
 resolves them too.
 Usage: .venv/bin/python benchmarks/registry.py [--size-mib 1024] [--repeat 3] [--json out.json]
-       [--metrics-rounds 40]
+       [--metrics-rounds 100 [--metrics-pairs 5] [--metrics-placebo]]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from checkout import VENV_BIN, describe
 from cpu import machine_busy_percent
 from errors import BenchmarkError, check_tools, exit_status
 from load import LOAD_METRICS, run_load
-from metrics_load import run_rounds
+from metrics_load import run_pairs
 from metrics_load import table as metrics_table
 from registry_http import check_blob, check_rejects_wrong_digest, push_image
 from repeats import alternating
@@ -179,14 +179,27 @@ def run(args: argparse.Namespace, work: Path, servers: dict[str, Server]) -> dic
 
     # 5. What the metrics cost a manifest GET: moorage against itself with them off.
     if args.metrics_rounds:
+        compared = "off and off (placebo)" if args.metrics_placebo else "on and off"
         print(
-            f"\n[5/5] manifest GET by tag, metrics on and off: {args.metrics_rounds} rounds "
-            f"of {args.metrics_seconds}s by wrk, then by ab"
+            f"\n[5/5] manifest GET by tag, metrics {compared}: "
+            f"{args.metrics_rounds} rounds of {args.metrics_seconds}s by wrk and by ab, over "
+            f"{args.metrics_pairs} pairs of servers"
         )
-        for key in (METRICS_ON, METRICS_OFF):  # both fresh, alike but for the metrics
-            servers[key] = start_server(key, work, args.moorage, args.distribution)
-            push_image(servers[key], "bench/image", "latest")
-        results["metrics_cost"] = run_rounds(args, servers[METRICS_ON], servers[METRICS_OFF])
+
+        def start_pair_server(key: str, pair: int, seed: int) -> Server:
+            """A fresh moorage, alike to its pair's other but for the metrics."""
+            server = start_server(
+                METRICS_OFF if args.metrics_placebo else key,
+                work,
+                args.moorage,
+                args.distribution,
+                instance=f"-{pair}-{'on' if key == METRICS_ON else 'off'}",
+                variables={"PYTHONHASHSEED": str(seed)},
+            )
+            push_image(server, "bench/image", "latest")
+            return server
+
+        results["metrics_cost"] = run_pairs(args, start_pair_server)
     return results
 
 
@@ -229,6 +242,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--metrics-seconds", type=int, default=2, help="seconds per metrics-cost run (default 2)"
     )
+    parser.add_argument(
+        "--metrics-pairs",
+        type=int,
+        default=5,
+        help="pairs of fresh servers the metrics-cost rounds are spread over (default 5)",
+    )
+    parser.add_argument(
+        "--metrics-placebo",
+        action="store_true",
+        help="measure the metrics cost with the metrics off in both servers: the method's error",
+    )
     parser.add_argument("--only", choices=REGISTRIES, help="benchmark one registry only")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--tmpdir", type=Path, help="where to create the work directory")
@@ -245,8 +269,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("sizes, --repeat and --duration must be positive")
     if args.metrics_rounds < 0 or (args.metrics_rounds and args.only == "distribution"):
         parser.error("--metrics-rounds needs moorage and a count of 0 or more")
-    if args.metrics_seconds < 1:
-        parser.error("--metrics-seconds must be positive")
+    if args.metrics_seconds < 1 or args.metrics_pairs < 1:
+        parser.error("--metrics-seconds and --metrics-pairs must be positive")
     return args
 
 

@@ -150,16 +150,26 @@ def wait_ready(server: Server, ready: Callable[[], bool], failure: str) -> None:
         time.sleep(0.1)
 
 
-def start_server(key: str, work: Path, moorage_bin: Path, distribution_bin: str) -> Server:
+def start_server(
+    key: str,
+    work: Path,
+    moorage_bin: Path,
+    distribution_bin: str,
+    *,
+    instance: str = "",
+    variables: dict[str, str] | None = None,
+) -> Server:
+    """Start registry ``key`` with its data and log in ``work`` (named with ``instance`` when
+    one key is started more than once), moorage with ``variables`` added to its environment."""
     port = free_port()
-    data = work / f"{key}-data"
+    data = work / f"{key}{instance}-data"
     data.mkdir()
-    log = work / f"{key}.log"
+    log = work / f"{key}{instance}.log"
     env = None
     if key in ("moorage", METRICS_ON, METRICS_OFF):
         argv = [str(moorage_bin), "serve", "--listen", f"127.0.0.1:{port}", "--data", str(data)]
         enabled = "false" if key == METRICS_OFF else "true"
-        env = {**os.environ, "MOORAGE_METRICS_ENABLED": enabled}
+        env = {**os.environ, **(variables or {}), "MOORAGE_METRICS_ENABLED": enabled}
     else:
         config = work / "distribution.yml"
         config.write_text(DISTRIBUTION_CONFIG.format(root=data, port=port))
