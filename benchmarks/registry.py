@@ -237,7 +237,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="also measure what the metrics cost a manifest GET: this many rounds of moorage"
-        " with [metrics] on and off in turn (default 0: do not; 30 or more to see a few %%)",
+        " with [metrics] on and off in turn (default 0: do not; 100 to tell 1-2%% apart)",
     )
     parser.add_argument(
         "--metrics-seconds", type=int, default=2, help="seconds per metrics-cost run (default 2)"
