@@ -11,7 +11,7 @@ the median of the rounds' ratios, from which slow drift cancels out; the quartil
 show how far to trust it. Beside throughput, the server CPU per request answered (from /proc),
 which the load generator sharing the cores disturbs less.
 
-Two processes running the same code also differ by themselves, by a percent or two for their
+Two processes running the same code also differ by themselves, by up to a few percent for their
 whole life: where the allocator and the address space put things, and the seed of Python's
 string hashing (which orders every dict's collisions). One pair of servers would carry its
 own such difference into every round, so the rounds are spread over several pairs; the two
